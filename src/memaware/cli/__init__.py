@@ -1,0 +1,55 @@
+"""The `memaware` command line: a thin typer app over the library.
+
+Each area registers its commands from its own module (core, data, sweep). Errors of the user's input
+(MemawareError) print as one line and exit with code 2, without a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+import typer
+from rich.console import Console
+
+from ..errors import MemawareError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Memorization-aware training (MAT) and its baselines.")
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2):
+    """Print `error: message` on one line to stderr and exit with `code`."""
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn):
+    """Decorator for commands: MemawareError (and OSError on user paths) -> one-line error, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MemawareError as err:
+            fail(str(err))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper
+
+
+def main() -> None:
+    from . import core  # noqa: F401  (registers commands)
+
+    for module in ("data", "featurize", "sweep"):
+        try:
+            __import__(f"{__name__}.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{module}":
+                raise
+    app(prog_name="memaware")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""What a data set is: inputs x, integer labels y, an optional group attribute a, and a split.
+
+Groups are the pairs (y, a). Every split keeps the positions of its examples in the whole data set
+(`index`), and training state elsewhere in memaware is addressed by position within the train split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+def group_ids(y: torch.Tensor, a: torch.Tensor, n_attrs: int) -> torch.Tensor:
+    """Encode the group (y, a) as the integer y * n_attrs + a."""
+    return y * n_attrs + a
+
+
+def group_name(g: int, n_attrs: int) -> str:
+    """The "y,a" name of group id g."""
+    return f"{g // n_attrs},{g % n_attrs}"
+
+
+@dataclass
+class Split:
+    """One split of a data set, as tensors on one device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    a: torch.Tensor | None
+    index: torch.Tensor
+    n_classes: int
+    n_attrs: int
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def groups(self) -> torch.Tensor | None:
+        """Group id y * n_attrs + a of each example, or None without a group attribute."""
+        return None if self.a is None else group_ids(self.y, self.a, self.n_attrs)
+
+    @property
+    def n_groups(self) -> int:
+        return self.n_classes * self.n_attrs
+
+    def to(self, device) -> "Split":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Split(move(self.x), move(self.y), move(self.a), move(self.index), self.n_classes, self.n_attrs)
+
+
+@dataclass
+class Dataset:
+    """A classification data set with labels, an optional group attribute and train/val/test splits.
+
+    x: float array (n, ...) of inputs or features; y: int labels in 0..K-1; a: int attribute in 0..A-1
+    or None; split: array of "train"/"val"/"test".
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    split: np.ndarray
+    a: np.ndarray | None = None
+    name: str = "data"
+    n_classes: int = field(default=0)
+    n_attrs: int = field(default=0)
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.x = np.asarray(self.x, dtype=np.float32)
+        self.y = _as_int_labels(self.y, "y")
+        self.split = np.asarray(self.split).astype(str)
+        self.a = None if self.a is None else _as_int_labels(self.a, "a")
+        validate(self)
+        self.n_classes = max(self.n_classes, int(self.y.max()) + 1)
+        if self.a is not None:
+            self.n_attrs = max(self.n_attrs, int(self.a.max()) + 1)
+        else:
+            self.n_attrs = max(self.n_attrs, 1)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def has_groups(self) -> bool:
+        return self.a is not None
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.x.shape[1:]))
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.split == name
+
+    def get(self, name: str, device="cpu") -> Split:
+        """The split `name` as tensors on `device`."""
+        m = self.mask(name)
+        idx = np.flatnonzero(m)
+        a = None if self.a is None else torch.as_tensor(self.a[m])
+        return Split(
+            torch.as_tensor(self.x[m]),
+            torch.as_tensor(self.y[m]),
+            a,
+            torch.as_tensor(idx),
+            self.n_classes,
+            self.n_attrs,
+        ).to(device)
+
+    def group_sizes(self) -> dict[str, dict[str, int]]:
+        """Number of examples in each group "y,a" (or class "y" without groups) per split."""
+        out = {}
+        for s in SPLITS:
+            m = self.mask(s)
+            keys = self.y[m] * self.n_attrs + (self.a[m] if self.a is not None else 0)
+            names = [group_name(int(g), self.n_attrs) if self.a is not None else str(int(g)) for g in keys]
+            out[s] = {str(k): int(v) for k, v in sorted(zip(*np.unique(names, return_counts=True)))}
+        return out
+
+
+def _as_int_labels(v, name: str) -> np.ndarray:
+    v = np.asarray(v)
+    if v.ndim != 1:
+        raise DataError(f"'{name}' must be one-dimensional, got shape {v.shape}")
+    if v.dtype.kind == "f":
+        if not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
+            bad = v[~(np.isfinite(v) & (v == np.round(np.nan_to_num(v))))][0]
+            raise DataError(f"'{name}' must hold integer labels, found {bad!r}")
+        v = v.astype(np.int64)
+    elif v.dtype.kind == "b":
+        v = v.astype(np.int64)
+    elif v.dtype.kind not in "iu":
+        raise DataError(f"'{name}' must hold integer labels, found values of type {v.dtype} (e.g. {v[0]!r})")
+    v = v.astype(np.int64)
+    if len(v) and v.min() < 0:
+        raise DataError(f"'{name}' must hold labels >= 0, found {int(v.min())}")
+    return v
+
+
+def validate(ds: Dataset) -> None:
+    """Raise DataError on any breach of the data contract."""
+    n = len(ds.y)
+    if n == 0:
+        raise DataError("the data set is empty")
+    lengths = {"x": len(ds.x), "y": n, "split": len(ds.split)}
+    if ds.a is not None:
+        lengths["a"] = len(ds.a)
+    if len(set(lengths.values())) > 1:
+        raise DataError("arrays have different lengths: " + ", ".join(f"{k}={v}" for k, v in lengths.items()))
+    if ds.x.ndim < 2:
+        raise DataError(f"'x' must be (n, d) features, got shape {ds.x.shape}")
+    finite = np.isfinite(ds.x.reshape(n, -1))
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        raise DataError(f"features contain NaN or infinite values (row {row}, feature {col})")
+    unknown = sorted(set(np.unique(ds.split)) - set(SPLITS))
+    if unknown:
+        raise DataError(f"'split' has unknown value {unknown[0]!r}: expected train, val or test")
+    for s in SPLITS:
+        if not (ds.split == s).any():
+            raise DataError(f"split '{s}' is empty")
+    if len(np.unique(ds.y[ds.split == "train"])) < 2:
+        raise DataError("'y' has a single class in the train split: need at least two")

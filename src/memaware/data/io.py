@@ -1,0 +1,135 @@
+"""Read and write data files in the `memaware run` contract (.npz, .csv, .parquet, .pt).
+
+.npz / .pt: arrays (tensors) `x` (n x d), `y` (n), `split` (n strings, or ints 0/1/2 for .pt),
+optional `a` (n). .csv / .parquet: columns `y`, `split`, optional `a`; every other numeric column is a
+feature unless `features` names the columns to use.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .dataset import SPLITS, Dataset
+
+SUFFIXES = (".npz", ".csv", ".parquet", ".pt")
+
+
+def load(path: str | os.PathLike, features: list[str] | None = None, name: str | None = None) -> Dataset:
+    """Load a data file into a validated Dataset; any problem raises DataError naming the file."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise DataError(f"{path}: unknown extension '{path.suffix}', expected one of {', '.join(SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        reader = {".npz": _read_npz, ".pt": _read_pt}.get(path.suffix, _read_table)
+        arrays = reader(path, features) if reader is _read_table else reader(path)
+        return Dataset(name=name or path.stem, **arrays)
+    except DataError as err:
+        raise DataError(f"{path}: {err}") from None
+
+
+def _read_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as err:  # zip, header or pickle problems all mean an unreadable file
+        raise DataError(f"cannot read as .npz ({type(err).__name__}: {err})") from None
+    return _pick_arrays(arrays)
+
+
+def _read_pt(path: Path) -> dict:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise DataError(f"cannot read as .pt with weights_only=True ({type(err).__name__})") from None
+    if not isinstance(obj, dict):
+        raise DataError("a .pt file must hold a dict of tensors with keys x, y, split")
+    arrays = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in obj.items()}
+    if "split" in arrays and arrays["split"].dtype.kind in "iu":
+        codes = arrays["split"]
+        if codes.min() < 0 or codes.max() > 2:
+            raise DataError("integer 'split' codes must be 0 (train), 1 (val) or 2 (test)")
+        arrays["split"] = np.asarray(SPLITS)[codes]
+    return _pick_arrays(arrays)
+
+
+def _pick_arrays(arrays: dict) -> dict:
+    for key in ("x", "y", "split"):
+        if key not in arrays:
+            raise DataError(f"missing array '{key}' (found: {', '.join(sorted(arrays)) or 'none'})")
+    return {"x": arrays["x"], "y": arrays["y"], "split": arrays["split"], "a": arrays.get("a")}
+
+
+def _read_table(path: Path, features: list[str] | None) -> dict:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except Exception as err:
+        raise DataError(f"cannot read as {path.suffix} ({type(err).__name__}: {err})".splitlines()[0]) from None
+    for col in ("y", "split"):
+        if col not in df.columns:
+            raise DataError(f"missing column '{col}' (found: {', '.join(map(str, df.columns))})")
+    reserved = {"y", "split", "a"}
+    if features is None:
+        features = [c for c in df.columns if c not in reserved and pd.api.types.is_numeric_dtype(df[c])]
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise DataError(f"feature column '{missing[0]}' not found")
+    if not features:
+        raise DataError("no numeric feature columns")
+    for c in features:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise DataError(f"feature column '{c}' is not numeric")
+    y = df["y"].to_numpy()
+    if y.dtype == object:
+        raise DataError(f"'y' must hold integer labels, found {y[0]!r}")
+    a = df["a"].to_numpy() if "a" in df.columns else None
+    return {"x": df[features].to_numpy(dtype=np.float32), "y": y, "split": df["split"].astype(str).to_numpy(), "a": a}
+
+
+def save(ds: Dataset, path: str | os.PathLike) -> Path:
+    """Write a Dataset to .npz, .csv or .parquet (chosen by suffix), atomically."""
+    path = Path(path)
+    if path.suffix not in (".npz", ".csv", ".parquet"):
+        raise DataError(f"{path}: cannot write '{path.suffix}', use .npz, .csv or .parquet")
+
+    def write(tmp: Path):
+        if path.suffix == ".npz":
+            extra = {} if ds.a is None else {"a": ds.a}
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, x=ds.x.reshape(len(ds), -1), y=ds.y, split=ds.split, **extra)
+        else:
+            import pandas as pd
+
+            x = ds.x.reshape(len(ds), -1)
+            df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+            df["y"] = ds.y
+            if ds.a is not None:
+                df["a"] = ds.a
+            df["split"] = ds.split
+            df.to_csv(tmp, index=False) if path.suffix == ".csv" else df.to_parquet(tmp, index=False)
+
+    atomic_write(path, write)
+    return path
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

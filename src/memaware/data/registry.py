@@ -1,0 +1,55 @@
+"""Named data sets: what each is, what it needs, whether it is available here, and how to load it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import MemawareError
+from .dataset import Dataset
+
+
+@dataclass
+class DatasetSpec:
+    """A named data set.
+
+    kind: "synthetic", "real" or "semi-synthetic" (a spurious feature planted into real inputs), or
+    "layout" (a standard benchmark read from a folder the user points to).
+    load(**kwargs) -> Dataset; available() -> None when it can load here, else a one-line reason.
+    """
+
+    name: str
+    kind: str
+    description: str
+    load: Callable[..., Dataset]
+    needs: str = ""
+    provenance: str = ""
+    licence: str = ""
+    available: Callable[[], str | None] = field(default=lambda: None)
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    if spec.name in DATASETS:
+        raise RuntimeError(f"data set {spec.name!r} registered twice")
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise MemawareError(f"unknown data set '{name}' (known: {', '.join(sorted(DATASETS))})")
+    return DATASETS[name]
+
+
+def _register_builtin() -> None:
+    from .synthetic import make_figure1, make_multiclass
+
+    register_dataset(DatasetSpec("figure1", "synthetic", "the MAT paper's Figure-1 problem (binary, 1800 dims)",
+                                 make_figure1, provenance="generated"))
+    register_dataset(DatasetSpec("multiclass", "synthetic", "a K-class variant of the Figure-1 problem",
+                                 make_multiclass, provenance="generated"))
+
+
+_register_builtin()

@@ -1,0 +1,174 @@
+"""The method interface and registry.
+
+A method does not own the training loop. It says how batches are drawn (`sampler`), how a batch's
+logits become a loss (`loss`), and what state it keeps between steps (`update`), addressed by the
+example's position in the train split (`idx`). One loop (memaware.train.fit) serves every method.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import MemawareError
+
+GROUP_SOURCES = ("true", "inferred")
+
+
+@dataclass
+class TrainContext:
+    """What a method may read at setup: the train split and the products of phase 1."""
+
+    x: torch.Tensor  # (n_train, ...) inputs, for methods that fit auxiliary models (JTT, AFR, DFR)
+    y: torch.Tensor  # (n_train,) labels
+    n_classes: int
+    groups: torch.Tensor | None  # (n_train,) group ids the method may use (true or inferred), or None
+    n_groups: int
+    heldout_logits: torch.Tensor | None  # (n_train, K) held-out logits, or None
+    generator: torch.Generator  # CPU generator for any randomness a method needs
+    device: torch.device
+
+
+class UniformSampler:
+    """Shuffled passes over the examples `pool` (all training examples by default)."""
+
+    def __init__(self, n: int, batch_size: int | None, generator: torch.Generator, pool: torch.Tensor | None = None):
+        self.pool = torch.arange(n) if pool is None else pool.cpu()
+        self.batch_size = len(self.pool) if batch_size is None else min(batch_size, len(self.pool))
+        self.generator = generator
+        self._order, self._pos = None, 0
+
+    def __next__(self) -> torch.Tensor:
+        if self.batch_size == len(self.pool):
+            return self.pool
+        if self._order is None or self._pos + self.batch_size > len(self._order):
+            self._order = self.pool[torch.randperm(len(self.pool), generator=self.generator)]
+            self._pos = 0
+        batch = self._order[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return batch
+
+
+class WeightedSampler:
+    """Batches drawn with replacement, example i with probability proportional to weights[i]."""
+
+    def __init__(self, weights: torch.Tensor, batch_size: int | None, generator: torch.Generator):
+        self.weights = weights.double().cpu()
+        self.batch_size = len(weights) if batch_size is None else batch_size
+        self.generator = generator
+
+    def __next__(self) -> torch.Tensor:
+        return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.generator)
+
+
+class Method:
+    """Base class: plain cross-entropy on uniform batches. Subclasses override what differs.
+
+    Class attributes: `name` (registry key), `defaults` (hyperparameters and their default values),
+    `space` (hyperparameter -> function of a NumPy Generator, for random search), `needs_groups`
+    (training uses group labels), `needs_heldout` (training uses held-out logits).
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    space: ClassVar[dict[str, Callable[[np.random.Generator], Any]]] = {}
+    choices: ClassVar[dict[str, tuple]] = {}
+    needs_groups: ClassVar[bool] = False
+    needs_heldout: ClassVar[bool] = False
+
+    def __init__(self, **hparams):
+        unknown = sorted(set(hparams) - set(self.defaults))
+        if unknown:
+            raise MemawareError(f"{self.name}: unknown hyperparameter '{unknown[0]}' "
+                                f"(known: {', '.join(self.defaults) or 'none'})")
+        self.hparams = {**self.defaults, **hparams}
+        for key, allowed in self.choices.items():
+            if self.hparams[key] not in allowed:
+                raise MemawareError(f"{self.name}: {key} must be one of {', '.join(map(str, allowed))}, "
+                                    f"got {self.hparams[key]!r}")
+        self.ctx: TrainContext | None = None
+        self.registry_name = self.name
+
+    @property
+    def group_source(self) -> str | None:
+        """Which group labels training uses: 'true', 'inferred' or None."""
+        return self.hparams.get("groups") if self.needs_groups else None
+
+    def setup(self, ctx: TrainContext) -> None:
+        """Build per-example or per-group state; called once before training."""
+        if self.needs_groups and ctx.groups is None:
+            raise MemawareError(f"{self.name} needs {self.group_source} group labels for the train split")
+        if self.needs_heldout and ctx.heldout_logits is None:
+            raise MemawareError(f"{self.name} needs held-out logits (run phase 1 first)")
+        self.ctx = ctx
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        """The module the loop trains (e.g. the model plus an auxiliary one); default: the model itself."""
+        return model
+
+    def predictor(self, trained: nn.Module) -> nn.Module:
+        """The module that predicts, given what `wrap_model` returned; default: that module itself."""
+        return trained
+
+    def sampler(self, batch_size: int | None):
+        """An iterator of index batches into the train split."""
+        return UniformSampler(len(self.ctx.y), batch_size, self.ctx.generator)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch, from the model's logits, labels and example positions."""
+        return F.cross_entropy(logits, y)
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
+        """Update state after the optimizer step (logits are the batch's, detached)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors of state kept between steps (saved with checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v.to(self.ctx.device) if self.ctx else v)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
+        return f"{type(self).__name__}({args})"
+
+
+def group_mean_losses(per_example: torch.Tensor, groups: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss of each group in a batch (0 for absent groups) and each group's count.
+
+    Uses a one-hot product rather than scatter so the result is deterministic on GPU.
+    """
+    onehot = F.one_hot(groups, n_groups).to(per_example.dtype)
+    counts = onehot.sum(0)
+    return (onehot.T @ per_example) / counts.clamp_min(1), counts
+
+
+REGISTRY: dict[str, tuple[type[Method], dict[str, Any]]] = {}
+
+
+def register(name: str | None = None, **fixed):
+    """Class decorator: register a method under its name (or `name`, with fixed hyperparameters)."""
+
+    def deco(cls: type[Method]):
+        key = name or cls.name
+        if key in REGISTRY:
+            raise RuntimeError(f"method {key!r} registered twice")
+        REGISTRY[key] = (cls, fixed)
+        return cls
+
+    return deco
+
+
+def create(name: str, **hparams) -> Method:
+    """Instantiate a registered method by name; unknown names raise MemawareError listing the known ones."""
+    if name not in REGISTRY:
+        raise MemawareError(f"unknown method '{name}' (known: {', '.join(sorted(REGISTRY))})")
+    cls, fixed = REGISTRY[name]
+    method = cls(**{**fixed, **hparams})
+    method.registry_name = name
+    return method

@@ -1,0 +1,7 @@
+"""Empirical risk minimization: mean cross-entropy on uniform batches."""
+from .base import Method, register
+
+
+@register()
+class ERM(Method):
+    name = "erm"

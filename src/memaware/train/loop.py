@@ -1,0 +1,186 @@
+"""The one training loop: a method + data + configuration -> a model and its metric history."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data.dataset import SPLITS, Dataset, Split
+from ..errors import MemawareError
+from ..metrics import accuracy_report
+from ..methods.base import Method, TrainContext, create
+from ..runinfo import run_info
+from .config import TrainConfig
+from .models import build_model
+
+CRITERIA = {
+    "va_wga": "validation worst-group accuracy on true groups",
+    "va_gi_wga": "validation worst-group accuracy on XRM-inferred groups",
+    "va_wca": "validation worst-class accuracy",
+    "va_avg": "validation average accuracy",
+}
+_CRITERION_KEY = {"va_wga": "wga", "va_gi_wga": "gi_wga", "va_wca": "wca", "va_avg": "avg_acc"}
+
+
+def criterion_value(record: dict, criterion: str) -> float | None:
+    """The value of a selection criterion in one evaluation record (None when not available)."""
+    return record["val"].get(_CRITERION_KEY[criterion])
+
+
+@dataclass
+class RunResult:
+    """A finished run: its history, and per criterion the best step, its metrics and model state."""
+
+    method: str
+    hparams: dict
+    config: dict
+    setting: dict
+    history: list[dict]
+    best: dict[str, dict]
+    best_states: dict[str, dict] = field(repr=False, default_factory=dict)
+    model: nn.Module | None = field(repr=False, default=None)
+    info: dict = field(default_factory=dict)
+
+    def selected(self, criterion: str) -> dict:
+        """The evaluation record chosen by `criterion`."""
+        if criterion not in self.best:
+            available = ", ".join(self.best) or "none"
+            raise MemawareError(f"criterion '{criterion}' is not available for this run (available: {available})")
+        return self.best[criterion]
+
+    def model_at(self, criterion: str) -> nn.Module:
+        """A copy of the model with the weights chosen by `criterion`."""
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.best_states[criterion])
+        return model
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("method", "hparams", "config", "setting", "history", "best", "info")}
+
+
+class BestTracker:
+    """Keeps, per criterion, the evaluation with the highest value (ties: higher val average, then earlier)."""
+
+    def __init__(self):
+        self.best: dict[str, dict] = {}
+        self.states: dict[str, dict] = {}
+
+    def offer(self, record: dict, model: nn.Module) -> None:
+        state = None
+        for criterion in CRITERIA:
+            value = criterion_value(record, criterion)
+            if value is None or value != value:
+                continue
+            current = self.best.get(criterion)
+            key = (value, record["val"]["avg_acc"])
+            if current is None or key > (criterion_value(current, criterion), current["val"]["avg_acc"]):
+                if state is None:
+                    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                self.best[criterion], self.states[criterion] = record, state
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Logits of `model` on `x`, in chunks, in eval mode (train mode is restored)."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else x.new_zeros(0)
+    model.train(was_training)
+    return out
+
+
+def evaluate(model: nn.Module, splits: dict[str, Split], inferred: dict[str, torch.Tensor] | None = None) -> dict:
+    """Accuracy reports of `model` on each split (with inferred-group WGA where inferred groups exist)."""
+    inferred = inferred or {}
+    out = {}
+    for name, s in splits.items():
+        pred = predict_logits(model, s.x).argmax(1)
+        m = inferred.get(name)
+        out[name] = accuracy_report(pred, s.y, s.n_classes, s.a, s.n_attrs, None if m is None else m.to(pred.device))
+    return out
+
+
+def training_groups(method: Method, train: Split, heldout) -> tuple[torch.Tensor | None, int]:
+    """The group ids (and their number) that `method` may use in training, per its group source."""
+    if not method.needs_groups:
+        return None, 0
+    if method.group_source == "true":
+        if train.a is None:
+            raise MemawareError(f"{method.registry_name} needs true group labels: the data has no 'a'")
+        return train.groups, train.n_groups
+    if heldout is None or "train" not in heldout.inferred:
+        raise MemawareError(f"{method.registry_name} needs inferred groups: run phase 1 (XRM) first")
+    return train.y * 2 + heldout.inferred["train"].to(train.y.device), train.n_classes * 2
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    elif config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    decay = (lambda step: max(0.0, 1.0 - step / config.steps)) if config.lr_schedule == "linear" else (lambda step: 1.0)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, decay)
+
+
+def fit(
+    data: Dataset,
+    method: Method | str,
+    config: TrainConfig | None = None,
+    heldout=None,
+    model: nn.Module | None = None,
+    callback: Callable[[int, dict | None], None] | None = None,
+    evaluate_splits: bool = True,
+    **hparams,
+) -> RunResult:
+    """Train `model` (by default the one `config.arch` names) with `method` on `data`'s train split.
+
+    Every `config.checkpoint_freq` steps (and at the last step) the model is evaluated on every split and
+    the best step per selection criterion is kept. `heldout` (a HeldOut) supplies held-out logits and
+    inferred groups. `callback(step, record)` is called after every step (record None between evaluations).
+    """
+    config = config or TrainConfig()
+    method = create(method, **hparams) if isinstance(method, str) else method
+    device = torch.device(config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    splits = {s: data.get(s, device) for s in SPLITS}
+    train = splits["train"]
+    groups, n_groups = training_groups(method, train, heldout)
+    heldout_logits = None if heldout is None else heldout.logits.to(device)
+    method.setup(TrainContext(train.x, train.y, data.n_classes, groups, n_groups, heldout_logits, generator, device))
+    if model is None:
+        model = build_model(data.n_features, data.n_classes, config, generator)
+    model = method.wrap_model(model.to(device)).to(device).train()
+    predictor = method.predictor(model)
+    optimizer, scheduler = make_optimizer(model, config)
+    sampler = method.sampler(config.batch_size)
+    inferred = None if heldout is None else heldout.inferred
+    tracker, history = BestTracker(), []
+    for step in range(config.steps):
+        idx = next(sampler).to(device)
+        logits = model(train.x[idx])
+        loss = method.loss(logits, train.y[idx], idx)
+        if not torch.isfinite(loss):
+            raise MemawareError(f"{method.registry_name}: loss became {float(loss)} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        method.update(logits.detach(), train.y[idx], idx)
+        record = None
+        last = step == config.steps - 1
+        if evaluate_splits and (last or (config.checkpoint_freq and step % config.checkpoint_freq == 0)):
+            record = {"step": step, "loss": float(loss.detach()), **evaluate(predictor, splits, inferred)}
+            history.append(record)
+            tracker.offer(record, predictor)
+        if callback is not None:
+            callback(step, record)
+    setting = {"train_groups": method.group_source or "none",
+               "heldout": (heldout.source if heldout is not None and method.needs_heldout else None)}
+    return RunResult(method.registry_name, dict(method.hparams), config.model_dump(), setting, history,
+                     tracker.best, tracker.states, predictor, run_info(device))

@@ -6,7 +6,6 @@ Each area registers its commands from its own module (core, data, sweep). Errors
 from __future__ import annotations
 
 import functools
-import sys
 
 import typer
 from rich.console import Console
@@ -50,6 +49,3 @@ def main() -> None:
                 raise
     app(prog_name="memaware")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

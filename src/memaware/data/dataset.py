@@ -127,13 +127,13 @@ def _as_int_labels(v, name: str) -> np.ndarray:
         raise DataError(f"'{name}' must be one-dimensional, got shape {v.shape}")
     if v.dtype.kind == "f":
         if not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
-            bad = v[~(np.isfinite(v) & (v == np.round(np.nan_to_num(v))))][0]
+            bad = v[~(np.isfinite(v) & (v == np.round(np.nan_to_num(v))))][0].item()
             raise DataError(f"'{name}' must hold integer labels, found {bad!r}")
         v = v.astype(np.int64)
     elif v.dtype.kind == "b":
         v = v.astype(np.int64)
     elif v.dtype.kind not in "iu":
-        raise DataError(f"'{name}' must hold integer labels, found values of type {v.dtype} (e.g. {v[0]!r})")
+        raise DataError(f"'{name}' must hold integer labels, found values of type {v.dtype} (e.g. {v[0].item()!r})")
     v = v.astype(np.int64)
     if len(v) and v.min() < 0:
         raise DataError(f"'{name}' must hold labels >= 0, found {int(v.min())}")
@@ -156,7 +156,7 @@ def validate(ds: Dataset) -> None:
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
         raise DataError(f"features contain NaN or infinite values (row {row}, feature {col})")
-    unknown = sorted(set(np.unique(ds.split)) - set(SPLITS))
+    unknown = sorted(set(ds.split.tolist()) - set(SPLITS))
     if unknown:
         raise DataError(f"'split' has unknown value {unknown[0]!r}: expected train, val or test")
     for s in SPLITS:

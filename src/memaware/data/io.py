@@ -121,12 +121,19 @@ def save(ds: Dataset, path: str | os.PathLike) -> Path:
     return path
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path) on a temporary file beside `path`, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -1,0 +1,53 @@
+"""The stable summary of a run that `memaware run` writes to results.json (and sweeps reuse).
+
+Keys: test_wga, test_avg_acc, test_wca, test_group_acc ("y,a" -> accuracy), val_wga, val_avg_acc,
+val_wca, val_gi_wga, criterion, selected_step, hparams, train_config, setting.
+"""
+from __future__ import annotations
+
+from .train.loop import RunResult
+
+VAL_GROUPS_OF_CRITERION = {"va_wga": "true", "va_gi_wga": "inferred", "va_wca": "none", "va_avg": "none",
+                           "last": "none"}
+
+
+def setting_name(train_groups: str, val_groups: str) -> str:
+    """A plain name for which group labels a result used in training and validation."""
+    if train_groups == "true":
+        return "group labels in training and validation" if val_groups == "true" else "group labels in training only"
+    return "group labels in validation only" if val_groups == "true" else "no group labels anywhere"
+
+
+def selected_record(run: RunResult, criterion: str) -> dict:
+    """The evaluation record chosen by `criterion` ("last": the final evaluation)."""
+    return run.history[-1] if criterion == "last" else run.selected(criterion)
+
+
+def summarize(run: RunResult, criterion: str) -> dict:
+    """The results.json entry of one run selected by `criterion`."""
+    record = selected_record(run, criterion)
+    val, test = record["val"], record["test"]
+    train_groups = run.setting["train_groups"]
+    val_groups = VAL_GROUPS_OF_CRITERION[criterion]
+    return {
+        "test_wga": test.get("wga"),
+        "test_avg_acc": test["avg_acc"],
+        "test_wca": test["wca"],
+        "test_group_acc": test.get("group_acc", {}),
+        "val_wga": val.get("wga"),
+        "val_avg_acc": val["avg_acc"],
+        "val_wca": val["wca"],
+        "val_gi_wga": val.get("gi_wga"),
+        "criterion": criterion,
+        "selected_step": record["step"],
+        "method": run.method,
+        "hparams": run.hparams,
+        "train_config": run.config,
+        "setting": {"train_groups": train_groups, "val_groups": val_groups, "heldout": run.setting["heldout"],
+                    "name": setting_name(train_groups, val_groups)},
+    }
+
+
+def default_criterion(has_groups: bool, has_inferred: bool) -> str:
+    """va_wga with true validation groups, else va_gi_wga with XRM-inferred ones, else worst-class accuracy."""
+    return "va_wga" if has_groups else ("va_gi_wga" if has_inferred else "va_wca")

@@ -1,0 +1,70 @@
+"""The data model: validation of the contract, splits, group sizes, file round trips."""
+import numpy as np
+import pytest
+
+from memaware.data import Dataset, load, make_figure1, make_multiclass, save
+from memaware.errors import DataError
+
+
+def arrays(n=12):
+    rng = np.random.default_rng(0)
+    split = np.array(["train"] * 6 + ["val"] * 3 + ["test"] * 3)
+    return dict(x=rng.normal(size=(n, 3)), y=np.tile([0, 1], n // 2), split=split, a=np.tile([0, 0, 1], n // 3))
+
+
+def test_groups_and_splits():
+    ds = Dataset(**arrays())
+    train = ds.get("train")
+    assert len(train) == 6 and train.index.tolist() == list(range(6))
+    assert train.groups.tolist() == (train.y * 2 + train.a).tolist()
+    assert ds.group_sizes()["val"] == {"0,0": 1, "0,1": 1, "1,0": 1}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(x=np.where(np.eye(12, 3) > 0, np.nan, d["x"])), "NaN or infinite values \\(row 0, feature 0\\)"),
+    (lambda d: d.update(x=np.full((12, 3), np.inf)), "NaN or infinite"),
+    (lambda d: d.update(y=np.tile([0.0, 1.5], 6)), "integer labels, found 1.5"),
+    (lambda d: d.update(y=np.array(["cat", "dog"] * 6)), "integer labels"),
+    (lambda d: d.update(y=np.zeros(12, int)), "single class"),
+    (lambda d: d.update(split=np.array(["train"] * 9 + ["test"] * 3)), "split 'val' is empty"),
+    (lambda d: d.update(split=np.array(["train"] * 6 + ["dev"] * 3 + ["test"] * 3)), "unknown value 'dev'"),
+    (lambda d: d.update(a=np.zeros(5, int)), "different lengths"),
+    (lambda d: d.update(y=np.tile([0, -1], 6)), ">= 0"),
+])
+def test_bad_arrays_raise_one_line_errors(change, message):
+    d = arrays()
+    change(d)
+    with pytest.raises(DataError, match=message) as err:
+        Dataset(**d)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv", ".parquet"])
+def test_file_round_trip(tmp_path, suffix):
+    ds = Dataset(**arrays())
+    path = save(ds, tmp_path / f"d{suffix}")
+    back = load(path)
+    assert np.allclose(back.x, ds.x, atol=1e-6) and (back.y == ds.y).all() and (back.a == ds.a).all()
+    assert (back.split == ds.split).all()
+
+
+def test_figure1_generator_has_the_papers_shape_and_proportions():
+    ds = make_figure1(seed=0)
+    assert ds.x.shape == (3000, 1800)
+    train, test = ds.mask("train"), ds.mask("test")
+    minority_train = (ds.a[train] != ds.y[train]).mean()
+    minority_test = (ds.a[test] != ds.y[test]).mean()
+    assert 0.07 < minority_train < 0.13 and 0.45 < minority_test < 0.55
+    s = 2 * ds.y - 1
+    assert (np.sign(ds.x[:, 0]) == -s).all()  # core feature close to -s
+    assert np.allclose(np.abs(ds.x[:, 1]).mean(), 5.0, atol=0.1)
+    assert (np.sign(ds.x[:, 1]) == -(2 * ds.a - 1)).all()  # spurious sign follows a
+    assert np.allclose(ds.x[:, 2:].std(), 0.5, atol=0.01)
+
+
+def test_multiclass_generator():
+    ds = make_multiclass(n=300, n_classes=4, d=40, seed=1)
+    assert ds.n_classes == 4 and ds.n_attrs == 4 and ds.x.shape == (900, 40)
+    train = ds.mask("train")
+    assert 0.85 < (ds.a[train] == ds.y[train]).mean() < 0.95
+    assert (ds.x[:, :4].argmax(1) == ds.y).mean() > 0.99

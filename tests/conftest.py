@@ -1,3 +1,12 @@
+import os
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """The device the device-aware tests train on: MEMAWARE_TEST_DEVICE (default cpu), e.g. cuda on a GPU host."""
+    return os.environ.get("MEMAWARE_TEST_DEVICE", "cpu")

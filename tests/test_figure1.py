@@ -12,10 +12,10 @@ from memaware.demo import FIGURE1_CONFIG, minority_accuracy, phase1_summary
 
 
 @pytest.fixture(scope="module", params=[0, 1, 2])
-def seed_runs(request):
+def seed_runs(request, device):
     seed = request.param
     data = make_figure1(sigma=0.5, seed=seed)
-    config = mw.TrainConfig(steps=1000, checkpoint_freq=0, seed=seed, **FIGURE1_CONFIG)
+    config = mw.TrainConfig(steps=1000, checkpoint_freq=0, seed=seed, device=device, **FIGURE1_CONFIG)
     heldout = mw.xrm(data, config)
     erm = mw.fit(data, "erm", config)
     mat = mw.fit(data, "mat", config, heldout=heldout, tau=0.1)
@@ -44,15 +44,16 @@ def test_xrm_infers_the_true_minority(seed_runs):
     assert 0.05 <= heldout.flip_rate <= 0.15  # about the 10% minority
 
 
-def test_without_noise_erm_learns_the_core_feature():
+def test_without_noise_erm_learns_the_core_feature(device):
     data = make_figure1(sigma=0.0, seed=0)
-    run = mw.fit(data, "erm", mw.TrainConfig(steps=1000, checkpoint_freq=0, **FIGURE1_CONFIG))
+    run = mw.fit(data, "erm", mw.TrainConfig(steps=1000, checkpoint_freq=0, device=device, **FIGURE1_CONFIG))
     assert minority_accuracy(run.history[-1]["test"]) >= 0.95
 
 
-def test_same_seed_same_numbers():
+@pytest.mark.parametrize("method", ["mat", "groupdro", "xrm+groupdro"])
+def test_same_seed_same_numbers(device, method):
     data = make_figure1(n=200, d=100, seed=3)
-    config = mw.TrainConfig(steps=60, batch_size=32, checkpoint_freq=20, seed=5)
-    first, second = (mw.fit(data, "mat", config, heldout=mw.xrm(data, config)) for _ in range(2))
+    config = mw.TrainConfig(steps=60, batch_size=32, checkpoint_freq=20, seed=5, device=device)
+    first, second = (mw.fit(data, method, config, heldout=mw.xrm(data, config)) for _ in range(2))
     assert first.history == second.history
     assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()))

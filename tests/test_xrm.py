@@ -55,3 +55,15 @@ def test_heldout_round_trips_through_npz(tmp_path):
     back = HeldOut.load(tmp_path / "h.npz")
     assert torch.equal(back.logits, held.logits) and torch.equal(back.inferred["train"], held.inferred["train"])
     assert (back.source, back.flip_rate, back.info) == ("xrm", 0.25, {"k": 1})
+
+
+def test_xrm_accepts_a_user_model_and_draws_its_twin_reproducibly():
+    import memaware as mw
+
+    data = make_figure1(n=80, d=10, seed=0)
+    config = mw.TrainConfig(steps=20, checkpoint_freq=0, seed=3)
+    state = torch.get_rng_state()
+    runs = [mw.xrm(data, config, model=torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(),
+                                                           torch.nn.Linear(8, 2))) for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), state)  # global RNG untouched by the twin's initialisation
+    assert runs[0].logits.shape == (80, 2)

@@ -50,6 +50,10 @@ def _register_builtin() -> None:
                                  make_figure1, provenance="generated"))
     register_dataset(DatasetSpec("multiclass", "synthetic", "a K-class variant of the Figure-1 problem",
                                  make_multiclass, provenance="generated"))
+    from . import cmnist, layouts
+
+    cmnist.register()
+    layouts.register()
 
 
 _register_builtin()

@@ -89,17 +89,20 @@ def xrm(data: Dataset, config: TrainConfig | None = None, model: nn.Module | Non
     if model is None:
         twins = Twins(*(build_model(data.n_features, data.n_classes, config, generator) for _ in range(2)))
     else:
-        twins = Twins(model, _reinitialised_copy(model))
+        twins = Twins(model, _reinitialised_copy(model, config.seed))
     method = XRMTwins()
     fit(data, method, config, model=twins, callback=callback, evaluate_splits=False)
     return _heldout_from_twins(data, twins, method, config.device)
 
 
-def _reinitialised_copy(model: nn.Module) -> nn.Module:
+def _reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of `model` with its parameters drawn again, from `seed`, leaving the global RNG untouched."""
     twin = copy.deepcopy(model)
-    for module in twin.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        for module in twin.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
     return twin
 
 

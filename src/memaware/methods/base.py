@@ -31,6 +31,7 @@ class TrainContext:
     heldout_logits: torch.Tensor | None  # (n_train, K) held-out logits, or None
     generator: torch.Generator  # CPU generator for any randomness a method needs
     device: torch.device
+    config: Any = None  # the run's TrainConfig, for methods that train a first-stage model (JTT, DFR, AFR)
 
 
 class UniformSampler:
@@ -69,14 +70,16 @@ class Method:
     """Base class: plain cross-entropy on uniform batches. Subclasses override what differs.
 
     Class attributes: `name` (registry key), `defaults` (hyperparameters and their default values),
-    `space` (hyperparameter -> function of a NumPy Generator, for random search), `needs_groups`
-    (training uses group labels), `needs_heldout` (training uses held-out logits).
+    `space` (hyperparameter -> function of a NumPy Generator, for random search), `choices` (allowed
+    values), `bounds` (inclusive numeric range; None passes), `needs_groups` (training uses group
+    labels), `needs_heldout` (training uses held-out logits).
     """
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     space: ClassVar[dict[str, Callable[[np.random.Generator], Any]]] = {}
     choices: ClassVar[dict[str, tuple]] = {}
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {}
     needs_groups: ClassVar[bool] = False
     needs_heldout: ClassVar[bool] = False
 
@@ -90,6 +93,10 @@ class Method:
             if self.hparams[key] not in allowed:
                 raise MemawareError(f"{self.name}: {key} must be one of {', '.join(map(str, allowed))}, "
                                     f"got {self.hparams[key]!r}")
+        for key, (low, high) in self.bounds.items():
+            value = self.hparams[key]
+            if value is not None and not (isinstance(value, (int, float)) and low <= value <= high):
+                raise MemawareError(f"{self.name}: {key} must be a number between {low} and {high}, got {value!r}")
         self.ctx: TrainContext | None = None
         self.registry_name = self.name
 
@@ -146,6 +153,12 @@ def group_mean_losses(per_example: torch.Tensor, groups: torch.Tensor, n_groups:
     onehot = F.one_hot(groups, n_groups).to(per_example.dtype)
     counts = onehot.sum(0)
     return (onehot.T @ per_example) / counts.clamp_min(1), counts
+
+
+def group_balanced_weights(groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Per-example weight 1 / |group|: every non-empty group gets the same total weight."""
+    counts = torch.bincount(groups, minlength=n_groups).double()
+    return 1.0 / counts[groups]
 
 
 REGISTRY: dict[str, tuple[type[Method], dict[str, Any]]] = {}

@@ -152,7 +152,8 @@ def fit(
     train = splits["train"]
     groups, n_groups = training_groups(method, train, heldout)
     heldout_logits = None if heldout is None else heldout.logits.to(device)
-    method.setup(TrainContext(train.x, train.y, data.n_classes, groups, n_groups, heldout_logits, generator, device))
+    method.setup(TrainContext(train.x, train.y, data.n_classes, groups, n_groups, heldout_logits, generator, device,
+                              config))
     if model is None:
         model = build_model(data.n_features, data.n_classes, config, generator)
     model = method.wrap_model(model.to(device)).to(device).train()

@@ -1,0 +1,123 @@
+"""`memaware datasets` and `memaware download`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from ..errors import MemawareError
+from . import app, user_errors
+
+stdout = Console()
+
+
+def dataset_rows() -> list[dict]:
+    from ..data.registry import DATASETS
+
+    rows = []
+    for spec in DATASETS.values():
+        reason = spec.available()
+        rows.append({"name": spec.name, "kind": spec.kind, "description": spec.description, "needs": spec.needs,
+                     "provenance": spec.provenance, "licence": spec.licence, "available": reason is None,
+                     "reason": reason})
+    return rows
+
+
+def group_sizes(name: str) -> dict:
+    from ..data.registry import get_dataset
+
+    spec = get_dataset(name)
+    if spec.kind == "layout":
+        raise MemawareError(f"'{name}' is a layout: featurize its folder first (memaware featurize), "
+                            "then `memaware run` the features file")
+    reason = spec.available()
+    if reason:
+        raise MemawareError(f"'{name}' is not available here: {reason}")
+    return spec.load().group_sizes()
+
+
+@app.command()
+@user_errors
+def datasets(
+    name: Optional[str] = typer.Argument(None, help="show one data set and its group sizes per split"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+):
+    """List the named data sets: kind, what each needs, and whether it is available here."""
+    rows = dataset_rows()
+    if name is not None:
+        row = next((r for r in rows if r["name"] == name), None)
+        if row is None:
+            raise MemawareError(f"unknown data set '{name}' (known: {', '.join(r['name'] for r in rows)})")
+        row["group_sizes"] = group_sizes(name) if row["kind"] != "layout" and row["available"] else None
+        return print_json(row) if as_json else print_dataset(row)
+    if as_json:
+        return print_json(rows)
+    table = Table("name", "kind", "available here", "needs", "description")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], "yes" if r["available"] else f"no: {r['reason']}", r["needs"],
+                      r["description"])
+    stdout.print(table)
+
+
+def print_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+def print_dataset(row: dict) -> None:
+    for key in ("name", "kind", "description", "needs", "provenance", "licence"):
+        stdout.print(f"[bold]{key}:[/bold] {row[key]}", highlight=False)
+    stdout.print(f"[bold]available here:[/bold] {'yes' if row['available'] else 'no: ' + row['reason']}",
+                 highlight=False)
+    sizes = row.get("group_sizes")
+    if sizes:
+        groups = sorted({g for per_split in sizes.values() for g in per_split})
+        table = Table("split", *[f"group {g}" for g in groups], "total", title="examples per group (y,a)")
+        for split, per_split in sizes.items():
+            table.add_row(split, *[str(per_split.get(g, 0)) for g in groups], str(sum(per_split.values())))
+        stdout.print(table)
+
+
+@app.command()
+@user_errors
+def download(
+    name: Optional[str] = typer.Argument(None, help="benchmark to fetch (see --list)"),
+    to: Optional[Path] = typer.Option(None, help="parent folder (default: $MEMAWARE_DATA or ~/memaware-data)"),
+    sources: Optional[Path] = typer.Option(None, help="a JSON source table to use instead of the built-in one"),
+    unverified: bool = typer.Option(False, help="accept files whose sha256 is not known"),
+    timeout: float = typer.Option(30.0, help="seconds to wait for the server"),
+    list_sources: bool = typer.Option(False, "--list", help="print the table of sources and exit"),
+):
+    """Fetch a benchmark, check it and unpack it: the only command that uses the network."""
+    from ..data import download as dl
+
+    table = dl.load_sources(sources) if sources else dl.SOURCES
+    if list_sources or name is None:
+        return print_sources(dl.describe_sources(table))
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def advance(filename: str, done: int, total: int | None) -> None:
+            if filename not in tasks:
+                tasks[filename] = bar.add_task(filename, total=total)
+            bar.update(tasks[filename], completed=done, total=total)
+
+        result = dl.download(name, to, table, allow_unverified=unverified, timeout=timeout, progress=advance)
+    stdout.print(f"{name}: {'already in' if result.already else 'unpacked into'} {result.target}", highlight=False)
+    for f in result.files:
+        if not f["verified"]:
+            stdout.print(f"  {f['filename']}: not verified (no checksum known); its sha256 is {f['sha256']}",
+                         highlight=False)
+
+
+def print_sources(rows: list[dict]) -> None:
+    table = Table("name", "file", "archive", "url", "sha256", "size", "note")
+    for r in rows:
+        table.add_row(r["name"], r["filename"], r["archive"], r["url"] or "unknown", r["sha256"] or "unknown",
+                      str(r["size"]) if r["size"] else "unknown", r["note"])
+    stdout.print(table)

@@ -1,0 +1,88 @@
+"""`memaware sweep EXPERIMENT` and `memaware report DIR`."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import MemawareError
+from . import app, user_errors
+from .core import progress_bar
+
+
+def parse_list(value: str, allowed, option: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    for item in items:
+        if item not in allowed:
+            raise MemawareError(f"{option}: unknown value '{item}' (known: {', '.join(allowed)})")
+    if not items:
+        raise MemawareError(f"{option} is empty")
+    return items
+
+
+def stage_progress(progress):
+    """A runner callback (stage, done, total) that keeps one progress task per stage."""
+    tasks = {}
+
+    def update(stage: str, done: int, total: int):
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return update
+
+
+@app.command()
+@user_errors
+def sweep(
+    experiment: Path = typer.Argument(..., help="experiment file (.yaml, .yml or .toml)"),
+    out: Optional[Path] = typer.Option(None, help="sweep folder (default: runs/NAME); rerun to resume"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting, KEY=VALUE with dotted keys (repeatable)"),
+):
+    """Run (or resume) the sweep of an experiment file, then write its report into OUT/report."""
+    from ..report import write_report
+    from ..sweep.experiment import load_experiment
+    from ..sweep.runner import run_sweep
+
+    exp = load_experiment(experiment, set_)
+    out = out or Path("runs") / exp.name
+    start = time.perf_counter()
+    with progress_bar() as progress:
+        summary = run_sweep(exp, out, on_progress=stage_progress(progress))
+    written = write_report(summary, out / "report", exp.report.formats)
+    if "md" in exp.report.formats:
+        typer.echo((out / "report" / "table.md").read_text())
+    typer.echo(f"sweep {exp.name}: {len(list((out / 'runs').iterdir()))} runs in {out}, "
+                 f"{time.perf_counter() - start:.1f} s; wrote {', '.join(str(p) for p in written)}")
+
+
+@app.command()
+@user_errors
+def report(
+    folder: Path = typer.Argument(..., help="a sweep folder (holding summary.json)"),
+    format: str = typer.Option("md,csv,tex", "--format", help="comma-separated: md, csv, tex"),
+    criterion: Optional[str] = typer.Option(
+        None, help="label-free criteria for 'no group labels anywhere', comma-separated: va_gi_wga, va_wca, "
+                   "va_avg (default: the experiment's report.label_free)"),
+    out: Optional[Path] = typer.Option(None, help="folder for the tables and wga.png (default: FOLDER/report)"),
+):
+    """Write the sweep's table (Markdown, CSV, LaTeX) and its WGA plot."""
+    from ..report import write_report
+    from ..report.tables import LABEL_FREE, WRITERS
+
+    path = folder / "summary.json"
+    if not path.is_file():
+        raise MemawareError(f"{folder}: no summary.json here (run `memaware sweep` first)")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise MemawareError(f"{path}: cannot read ({type(err).__name__})") from None
+    formats = parse_list(format, tuple(WRITERS), "--format")
+    label_free = parse_list(criterion, LABEL_FREE, "--criterion") if criterion else None
+    written = write_report(summary, out or folder / "report", formats, label_free)
+    if "md" in formats:
+        typer.echo(written[formats.index("md")].read_text())
+    typer.echo(f"wrote {', '.join(str(p) for p in written)}")

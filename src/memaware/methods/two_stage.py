@@ -1,0 +1,66 @@
+"""Helpers for two-stage methods (JTT, DFR, AFR): a first ERM model, and its body/head split.
+
+The first model is a copy of the model the loop is about to train (same architecture and initial
+weights), trained by plain ERM with the run's TrainConfig (optimizer, lr, batch size, weight decay)
+for a given number of steps, on all training examples or a pool of them.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import MemawareError
+from .base import TrainContext, UniformSampler
+
+
+def train_first_model(model: nn.Module, ctx: TrainContext, steps: int | None, name: str,
+                      pool: torch.Tensor | None = None) -> nn.Module:
+    """A copy of `model` trained by ERM for `steps` (None: the run's steps) on `pool` (default: all)."""
+    from ..train.loop import make_optimizer  # the loop imports methods: import it only when used
+
+    if ctx.config is None:
+        raise MemawareError(f"{name} trains a first model and needs the run's TrainConfig (ctx.config)")
+    config = ctx.config.model_copy(update={"steps": steps or ctx.config.steps})
+    first = copy.deepcopy(model).train()
+    optimizer, scheduler = make_optimizer(first, config)
+    seed = int(torch.randint(2**62, (1,), generator=ctx.generator))
+    sampler = UniformSampler(len(ctx.y), config.batch_size, torch.Generator().manual_seed(seed), pool)
+    for step in range(config.steps):
+        idx = next(sampler).to(ctx.device)
+        loss = F.cross_entropy(first(ctx.x[idx]), ctx.y[idx])
+        if not torch.isfinite(loss):
+            raise MemawareError(f"{name}: first-stage loss became {float(loss)} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    return first.eval()
+
+
+def split_head(model: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
+    """(body, head) of a Sequential model whose last module is the Linear head."""
+    if not (isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear)):
+        raise MemawareError(f"{name} retrains the last layer: the model must be an nn.Sequential ending in nn.Linear")
+    return model[:-1], model[-1]
+
+
+def has_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def last_layer_model(body: nn.Module, head: nn.Linear) -> nn.Sequential:
+    """`body` frozen (no gradient) followed by the trainable `head`."""
+    body = copy.deepcopy(body)
+    body.requires_grad_(False)
+    return nn.Sequential(body, head)
+
+
+@torch.no_grad()
+def label_probability(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """p_model(y_i | x_i) for each example."""
+    from ..train.loop import predict_logits
+
+    return torch.softmax(predict_logits(model, x), 1).gather(1, y[:, None]).squeeze(1)

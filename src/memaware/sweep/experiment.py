@@ -1,0 +1,217 @@
+"""Typed experiment files (YAML or TOML) that a sweep is launched from, with dotted-key overrides.
+
+A file names the data sets (with the model family of each), the methods, the search (number of
+combinations, seeds, criteria) and phase 1. Problems are reported in one line naming the file and field.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from ..errors import MemawareError
+from ..train.config import TrainConfig
+from ..train.loop import CRITERIA
+from .space import FAMILIES
+
+Criterion = Literal["va_wga", "va_gi_wga", "va_wca", "va_avg"]
+
+
+def _check_train_fields(fields: dict) -> dict:
+    unknown = sorted(set(fields) - set(TrainConfig.model_fields))
+    if unknown:
+        raise ValueError(f"unknown training setting '{unknown[0]}' (known: {', '.join(TrainConfig.model_fields)})")
+    return fields
+
+
+def _check_train_values(where: str, fields: dict) -> None:
+    try:
+        TrainConfig(**fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"{where}.{first['loc'][0]}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetEntry(Strict):
+    """One data set of the sweep: a registered name, its loader arguments and its model family."""
+
+    name: str
+    label: str | None = Field(None, description="name in tables (default: name); needed to list a data set twice")
+    args: dict[str, Any] = {}
+    family: str = "linear"
+    train: dict[str, Any] = Field({}, description="training settings for this data set (over the family's)")
+    phase1: dict[str, Any] = Field({}, description="training settings of phase 1 for this data set")
+
+    _train_fields = field_validator("train", "phase1")(_check_train_fields)
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name):
+        from ..data.registry import DATASETS
+
+        if name not in DATASETS:
+            raise ValueError(f"unknown data set '{name}' (known: {', '.join(sorted(DATASETS))})")
+        return name
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family):
+        if family not in FAMILIES:
+            raise ValueError(f"unknown model family '{family}' (known: {', '.join(FAMILIES)})")
+        return family
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class Phase1(Strict):
+    """How held-out logits and inferred groups are made: XRM (best of `runs` by flip rate) or cross-fitting."""
+
+    source: Literal["xrm", "crossfit"] = "xrm"
+    runs: PositiveInt = 1
+    folds: int = Field(5, ge=2)
+    train: dict[str, Any] = Field({}, description="training settings of phase 1 (over the data set's)")
+
+    _train_fields = field_validator("train")(_check_train_fields)
+
+
+class Search(Strict):
+    """Random search: `combinations` drawn with the first seed, the best per criterion rerun over `seeds`."""
+
+    combinations: PositiveInt = 10
+    seed: int = Field(0, description="sweep seed: combination i draws from default_rng(i) when 0")
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    criteria: list[Criterion] = Field(["va_wga", "va_gi_wga", "va_wca"], min_length=1)
+
+
+class Report(Strict):
+    """What `memaware report` shows by default."""
+
+    label_free: Literal["va_gi_wga", "va_wca", "va_avg"] = "va_gi_wga"
+    formats: list[Literal["md", "csv", "tex"]] = ["md", "csv", "tex"]
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    hparams: dict[str, dict[str, Any]] = Field({}, description="fixed hyperparameters per method")
+    train: dict[str, Any] = Field({}, description="training settings for every data set")
+    phase1: Phase1 = Phase1()
+    search: Search = Search()
+    report: Report = Report()
+
+    _train_fields = field_validator("train")(_check_train_fields)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods):
+        from ..methods import REGISTRY
+
+        for m in methods:
+            if m not in REGISTRY:
+                raise ValueError(f"unknown method '{m}' (known: {', '.join(sorted(REGISTRY))})")
+        if len(set(methods)) != len(methods):
+            raise ValueError("a method is listed twice")
+        return methods
+
+    def base_train(self, entry: DatasetEntry) -> dict:
+        """Training settings of `entry` before any draw: its family's, then the file's, then the data set's."""
+        family = FAMILIES[entry.family]
+        return {**family.fixed, **family.defaults, **self.train, **entry.train}
+
+    def phase1_train(self, entry: DatasetEntry) -> dict:
+        """Training settings of phase 1 on `entry`."""
+        return {**self.base_train(entry), **self.phase1.train, **entry.phase1}
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        keys = [d.key for d in self.datasets]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two data sets share a name: give them distinct 'label's")
+        for i, entry in enumerate(self.datasets):
+            _check_train_values(f"datasets.{i}.train", self.base_train(entry))
+            _check_train_values(f"datasets.{i}.phase1", self.phase1_train(entry))
+        for method, fixed in self.hparams.items():
+            if method not in self.methods:
+                raise ValueError(f"hparams: method '{method}' is not among methods")
+            from ..methods import create
+
+            try:
+                create(method, **fixed)
+            except MemawareError as err:
+                raise ValueError(f"hparams: {err}") from None
+        return self
+
+
+def read_mapping(path: Path) -> dict:
+    """The raw contents of a .yaml/.yml/.toml experiment file as a dict."""
+    if path.suffix not in (".yaml", ".yml", ".toml"):
+        raise MemawareError(f"{path}: unknown extension '{path.suffix}', expected .yaml, .yml or .toml")
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise MemawareError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MemawareError(f"{path}: not valid {path.suffix[1:].upper()} ({first})") from None
+    if not isinstance(raw, dict):
+        raise MemawareError(f"{path}: expected a mapping of settings at the top level")
+    return raw
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply 'a.b.c=value' to the nested dict `raw` (value parsed as YAML; list items by index)."""
+    key, sep, value = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise MemawareError(f"--set {assignment!r}: expected KEY=VALUE with a dotted KEY, e.g. search.combinations=3")
+    node = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise MemawareError(f"--set {assignment!r}: '{'.'.join(parts[:i])}' has no item {part}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise MemawareError(f"--set {assignment!r}: '{'.'.join(parts[:i])}' is not a mapping")
+        if last:
+            node[part] = yaml.safe_load(value)
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+
+
+def validate(raw: dict, source: str) -> Experiment:
+    """An Experiment from a raw mapping; a ValidationError becomes one line naming `source` and the field."""
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = "".join(f"{p}: " for p in [".".join(str(p) for p in first["loc"])] if p)
+        message = first["msg"].removeprefix("Value error, ")
+        got = "" if first["type"] in ("missing", "value_error") else f" (got {first.get('input')!r})"
+        raise MemawareError(f"{source}: {where}{message}{got}") from None
+
+
+def load_experiment(path, overrides: list[str] = ()) -> Experiment:
+    """Read, override and validate an experiment file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MemawareError(f"{path}: no such experiment file")
+    raw = read_mapping(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate(raw, str(path))

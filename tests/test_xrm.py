@@ -1,4 +1,6 @@
 """XRM's pieces: flip probability, class-balanced loss, cross-mistake groups, degenerate runs."""
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -62,8 +64,10 @@ def test_xrm_accepts_a_user_model_and_draws_its_twin_reproducibly():
 
     data = make_figure1(n=80, d=10, seed=0)
     config = mw.TrainConfig(steps=20, checkpoint_freq=0, seed=3)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    copies = [copy.deepcopy(model) for _ in range(2)]
     state = torch.get_rng_state()
-    runs = [mw.xrm(data, config, model=torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(),
-                                                           torch.nn.Linear(8, 2))) for _ in range(2)]
+    runs = [mw.xrm(data, config, model=m) for m in copies]
     assert torch.equal(torch.get_rng_state(), state)  # global RNG untouched by the twin's initialisation
     assert runs[0].logits.shape == (80, 2)
+    assert torch.equal(runs[0].logits, runs[1].logits)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from ..errors import MemawareError
 from . import app, user_errors
@@ -57,7 +57,8 @@ def datasets(
         return print_json(row) if as_json else print_dataset(row)
     if as_json:
         return print_json(rows)
-    table = Table("name", "kind", "available here", "needs", "description")
+    table = Table("kind", "available here", "needs", "description")
+    table.columns.insert(0, Column("name", no_wrap=True))
     for r in rows:
         table.add_row(r["name"], r["kind"], "yes" if r["available"] else f"no: {r['reason']}", r["needs"],
                       r["description"])
@@ -70,9 +71,9 @@ def print_json(obj) -> None:
 
 def print_dataset(row: dict) -> None:
     for key in ("name", "kind", "description", "needs", "provenance", "licence"):
-        stdout.print(f"[bold]{key}:[/bold] {row[key]}", highlight=False)
+        stdout.print(f"[bold]{key}:[/bold] {row[key]}", highlight=False, soft_wrap=True)
     stdout.print(f"[bold]available here:[/bold] {'yes' if row['available'] else 'no: ' + row['reason']}",
-                 highlight=False)
+                 highlight=False, soft_wrap=True)
     sizes = row.get("group_sizes")
     if sizes:
         groups = sorted({g for per_split in sizes.values() for g in per_split})
@@ -108,15 +109,17 @@ def download(
             bar.update(tasks[filename], completed=done, total=total)
 
         result = dl.download(name, to, table, allow_unverified=unverified, timeout=timeout, progress=advance)
-    stdout.print(f"{name}: {'already in' if result.already else 'unpacked into'} {result.target}", highlight=False)
+    stdout.print(f"{name}: {'already in' if result.already else 'unpacked into'} {result.target}",
+                 highlight=False, soft_wrap=True)
     for f in result.files:
         if not f["verified"]:
             stdout.print(f"  {f['filename']}: not verified (no checksum known); its sha256 is {f['sha256']}",
-                         highlight=False)
+                         highlight=False, soft_wrap=True)
 
 
 def print_sources(rows: list[dict]) -> None:
-    table = Table("name", "file", "archive", "url", "sha256", "size", "note")
+    table = Table("file", "archive", "url", "sha256", "size", "note")
+    table.columns.insert(0, Column("name", no_wrap=True))
     for r in rows:
         table.add_row(r["name"], r["filename"], r["archive"], r["url"] or "unknown", r["sha256"] or "unknown",
                       str(r["size"]) if r["size"] else "unknown", r["note"])

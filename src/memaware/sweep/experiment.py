@@ -189,7 +189,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         if last:
             node[part] = yaml.safe_load(value)
         else:
-            if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+            if isinstance(node, dict) and part not in node:
                 node[part] = {}
             node = node[part]
 

@@ -177,6 +177,7 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
     root = Path(root)
     executor = executor or LocalExecutor()
     on_progress = on_progress or (lambda stage, done, total: None)
+    check_available(exp)
     store.write_json(root / "experiment.json", exp.model_dump())
     phase1 = run_phase1(exp, root, executor, on_progress)
     combos = {(d.key, m, i): run_spec(exp, d, m, i, exp.search.seeds[0], phase1.get(d.key, {}).get("key"))
@@ -201,6 +202,17 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
                "results": [result_row(exp, key, i, combos, reruns, results) for key, i in chosen.items()]}
     store.write_json(root / "summary.json", summary)
     return summary
+
+
+def check_available(exp: Experiment) -> None:
+    """Fail before any run when a data set cannot load here, with the registry's reason."""
+    from ..data.registry import get_dataset
+    from ..errors import MemawareError
+
+    for entry in exp.datasets:
+        reason = get_dataset(entry.name).available()
+        if reason:
+            raise MemawareError(f"data set '{entry.name}' is not available here: {reason}")
 
 
 def entry_of(exp: Experiment, key: str) -> DatasetEntry:

@@ -34,12 +34,13 @@ class Layout:
     provenance: str = ""
     licence: str = ""
 
-    def find(self, root: Path) -> Path | None:
-        """The base folder of this layout at or below `root`, or None."""
+    def find(self, root: Path, check_columns: bool = True) -> Path | None:
+        """The base folder of this layout at or below `root`, or None (marker columns checked if asked)."""
         for sub in self.subdirs:
             base = root / sub
             for path, column in self.markers:
-                if (base / path).exists() and (column is None or column in csv_header(base / path)):
+                if (base / path).exists() and (not check_columns or column is None
+                                               or column in csv_header(base / path)):
                     return base
         return None
 
@@ -87,8 +88,13 @@ def int_labels(values, where: str) -> np.ndarray:
     f = v.astype(float) if v.dtype.kind in "iufb" else np.full(len(v), np.nan)
     bad = ~(np.isfinite(f) & (f == np.round(np.nan_to_num(f))) & (f >= 0))
     if bad.any():
-        raise DataError(f"{where}: expected integer labels >= 0, found {v[np.argmax(bad)]!r}")
+        raise DataError(f"{where}: expected integer labels >= 0, found {plain(v[np.argmax(bad)])!r}")
     return f.astype(np.int64)
+
+
+def plain(value):
+    """A numpy scalar as the Python value it holds, for messages."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def split_names(values, where: str) -> np.ndarray:
@@ -96,8 +102,7 @@ def split_names(values, where: str) -> np.ndarray:
     values = np.asarray(values)
     names = [SPLIT_CODES.get(str(v).strip().removesuffix(".0")) for v in values]
     if None in names:
-        bad = values[names.index(None)]
-        raise DataError(f"{where}: unknown split {bad!r} (expected 0/1/2 or train/val/test)")
+        raise DataError(f"{where}: unknown split {plain(values[names.index(None)])!r} (expected 0/1/2 or train/val/test)")
     return np.asarray(names)
 
 
@@ -142,7 +147,7 @@ def read_layout(name: str, root: str | Path | None = None, **options) -> RawData
         raise DataError(f"unknown layout '{name}' (known: {', '.join(LAYOUTS)})")
     layout = LAYOUTS[name]
     root = Path(root) if root is not None else default_target(name)
-    base = layout.find(root) if root.is_dir() else None
+    base = layout.find(root, check_columns=False) if root.is_dir() else None
     if base is None:
         raise DataError(f"{root}: not a {name} folder: expected {layout.expects}")
     known = inspect.signature(layout.read).parameters

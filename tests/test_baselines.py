@@ -1,13 +1,12 @@
 """Known answers for each baseline's reweighting or resampling rule, and one end-to-end check."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import memaware as mw
-from memaware.data import Dataset, make_figure1
+from memaware.data import make_figure1
 from memaware.demo import FIGURE1_CONFIG
 from memaware.errors import MemawareError
 from memaware.methods import TrainContext, create

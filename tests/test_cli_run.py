@@ -163,3 +163,10 @@ def test_installed_entry_point_prints_no_traceback(tmp_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'x.npz'}: no such file"]
+
+
+def test_diverging_training_stops_with_a_clear_error(data_file, tmp_path):
+    result = invoke("run", "--data", data_file, "--methods", "erm", "--lr", "1e30", "--momentum", "0.99",
+                    "--out", tmp_path / "out", *FAST)
+    assert result.exit_code == 2 and "erm: the loss became" in result.stderr and "lower the learning rate" in result.stderr
+    assert not (tmp_path / "out").exists()

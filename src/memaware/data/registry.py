@@ -54,6 +54,11 @@ def _register_builtin() -> None:
 
     cmnist.register()
     layouts.register()
+    from . import backgrounds, tabular, text
+
+    tabular.register()
+    text.register()
+    backgrounds.register()
 
 
 _register_builtin()

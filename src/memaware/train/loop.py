@@ -116,6 +116,15 @@ def training_groups(method: Method, train: Split, heldout) -> tuple[torch.Tensor
     return train.y * 2 + heldout.inferred["train"].to(train.y.device), train.n_classes * 2
 
 
+_FINITE_CHECK_EVERY = 50  # a finiteness check synchronises with the GPU: not on every step
+
+
+def _check_finite(loss: torch.Tensor, method: Method, step: int) -> None:
+    if not torch.isfinite(loss.detach()):
+        raise MemawareError(f"{method.registry_name}: the loss became {float(loss.detach())} by step {step}; "
+                            "lower the learning rate")
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig):
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
@@ -166,8 +175,6 @@ def fit(
         idx = next(sampler).to(device)
         logits = model(train.x[idx])
         loss = method.loss(logits, train.y[idx], idx)
-        if not torch.isfinite(loss):
-            raise MemawareError(f"{method.registry_name}: loss became {float(loss)} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -175,7 +182,10 @@ def fit(
         method.update(logits.detach(), train.y[idx], idx)
         record = None
         last = step == config.steps - 1
-        if evaluate_splits and (last or (config.checkpoint_freq and step % config.checkpoint_freq == 0)):
+        checkpoint = last or (config.checkpoint_freq and step % config.checkpoint_freq == 0)
+        if checkpoint or step % _FINITE_CHECK_EVERY == 0:
+            _check_finite(loss, method, step)
+        if evaluate_splits and checkpoint:
             record = {"step": step, "loss": float(loss.detach()), **evaluate(predictor, splits, inferred)}
             history.append(record)
             tracker.offer(record, predictor)

@@ -84,8 +84,10 @@ def need_columns(df, columns, where) -> None:
 
 def int_labels(values, where: str) -> np.ndarray:
     """Integer labels >= 0 from a column, or a DataError naming the first bad value."""
+    import pandas as pd
+
     v = np.asarray(values)
-    f = v.astype(float) if v.dtype.kind in "iufb" else np.full(len(v), np.nan)
+    f = pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(dtype=float)
     bad = ~(np.isfinite(f) & (f == np.round(np.nan_to_num(f))) & (f >= 0))
     if bad.any():
         raise DataError(f"{where}: expected integer labels >= 0, found {plain(v[np.argmax(bad)])!r}")

@@ -68,3 +68,36 @@ def test_multiclass_generator():
     train = ds.mask("train")
     assert 0.85 < (ds.a[train] == ds.y[train]).mean() < 0.95
     assert (ds.x[:, :4].argmax(1) == ds.y).mean() > 0.99
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv", ".parquet"])
+def test_overlapping_attributes_round_trip_and_are_evaluated(tmp_path, suffix):
+    import json
+
+    from typer.testing import CliRunner
+
+    import memaware.cli.core  # noqa: F401
+    from memaware.cli import app
+
+    base = make_figure1(n=60, d=6, seed=0)
+    rng = np.random.default_rng(0)
+    attributes = (rng.random((len(base), 2)) < 0.3).astype(int)
+    ds = Dataset(base.x, base.y, base.split, base.a, attributes=attributes, attribute_names=["female", "muslim"])
+    back = load(save(ds, tmp_path / f"d{suffix}"))
+    assert back.attribute_names == ["female", "muslim"] and (back.attributes == attributes).all()
+    assert back.x.shape == ds.x.shape  # attribute columns are not features
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", "--data", str(tmp_path / f"d{suffix}"), "--methods", "erm",
+                                      "--steps", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    entry = json.loads((out / "results.json").read_text())["methods"]["erm"]
+    assert set(entry["test_overlap_group_acc"]) <= {f"y={k},{n}" for k in (0, 1) for n in ("female", "muslim")}
+    assert entry["test_overlap_wga"] == min(entry["test_overlap_group_acc"].values())
+
+
+def test_bad_attributes_are_refused():
+    d = arrays()
+    with pytest.raises(DataError, match="2 columns but 1 attribute names"):
+        Dataset(**d, attributes=np.zeros((12, 2)), attribute_names=["x"])
+    with pytest.raises(DataError, match="0/1 values"):
+        Dataset(**d, attributes=np.full((12, 1), 2), attribute_names=["x"])

@@ -41,7 +41,7 @@ class Server:
     """Serves `files` by path; honours Range; `cut` paths send half their body once, then drop."""
 
     def __init__(self):
-        self.files, self.cut, self.requests = {}, set(), []
+        self.files, self.cut, self.requests, self.honour_range = {}, set(), [], True
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,7 +54,8 @@ class Server:
                 if body is None:
                     self.send_error(404)
                     return
-                start = int(self.headers["Range"][6:].split("-")[0]) if self.headers.get("Range") else 0
+                asked = self.headers.get("Range") if server.honour_range else None
+                start = int(asked[6:].split("-")[0]) if asked else 0
                 if start >= len(body):
                     self.send_error(416)
                     return
@@ -156,6 +157,17 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     download("big", tmp_path, table)
     assert server.requests[-1] == ("/big.tar.gz", f"bytes={len(body) // 2}-")
     assert (tmp_path / "big" / "data" / "blob.bin").read_bytes() == bytes(range(256)) * 400
+
+
+def test_server_ignoring_range_restarts_the_file(server, tmp_path):
+    body = b"0123456789" * 50
+    table = {"plain": (server.source("/plain.csv", body, "file"),)}
+    (tmp_path / ".downloads").mkdir()
+    (tmp_path / ".downloads" / "plain.csv.part").write_bytes(b"XXXXX")  # a stale start the server won't resume
+    server.honour_range = False
+    download("plain", tmp_path, table)
+    assert server.requests[-1] == ("/plain.csv", "bytes=5-")
+    assert (tmp_path / "plain" / "plain.csv").read_bytes() == body
 
 
 def test_whole_partial_file_is_kept_when_server_answers_416(server, tmp_path):

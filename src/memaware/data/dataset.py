@@ -35,6 +35,8 @@ class Split:
     index: torch.Tensor
     n_classes: int
     n_attrs: int
+    attributes: torch.Tensor | None = None  # (n, m) 0/1 overlapping attributes
+    attribute_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.y)
@@ -50,7 +52,8 @@ class Split:
 
     def to(self, device) -> "Split":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Split(move(self.x), move(self.y), move(self.a), move(self.index), self.n_classes, self.n_attrs)
+        return Split(move(self.x), move(self.y), move(self.a), move(self.index), self.n_classes, self.n_attrs,
+                     move(self.attributes), self.attribute_names)
 
 
 @dataclass
@@ -58,7 +61,9 @@ class Dataset:
     """A classification data set with labels, an optional group attribute and train/val/test splits.
 
     x: float array (n, ...) of inputs or features; y: int labels in 0..K-1; a: int attribute in 0..A-1
-    or None; split: array of "train"/"val"/"test".
+    or None; split: array of "train"/"val"/"test". attributes: optional (n, m) 0/1 array of possibly
+    overlapping attributes (e.g. CivilComments' identities) named by attribute_names, evaluated as
+    overlapping groups (label, attribute) beside the groups (y, a).
     """
 
     x: np.ndarray
@@ -69,9 +74,14 @@ class Dataset:
     n_classes: int = field(default=0)
     n_attrs: int = field(default=0)
     info: dict = field(default_factory=dict)
+    attributes: np.ndarray | None = None
+    attribute_names: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.x = np.asarray(self.x, dtype=np.float32)
+        if self.attributes is not None:
+            self.attributes = np.asarray(self.attributes).astype(np.int64)
+            self.attribute_names = [str(n) for n in self.attribute_names]
         self.y = _as_int_labels(self.y, "y")
         self.split = np.asarray(self.split).astype(str)
         self.a = None if self.a is None else _as_int_labels(self.a, "a")
@@ -101,14 +111,9 @@ class Dataset:
         m = self.mask(name)
         idx = np.flatnonzero(m)
         a = None if self.a is None else torch.as_tensor(self.a[m])
-        return Split(
-            torch.as_tensor(self.x[m]),
-            torch.as_tensor(self.y[m]),
-            a,
-            torch.as_tensor(idx),
-            self.n_classes,
-            self.n_attrs,
-        ).to(device)
+        attributes = None if self.attributes is None else torch.as_tensor(self.attributes[m])
+        return Split(torch.as_tensor(self.x[m]), torch.as_tensor(self.y[m]), a, torch.as_tensor(idx),
+                     self.n_classes, self.n_attrs, attributes, tuple(self.attribute_names)).to(device)
 
     def group_sizes(self) -> dict[str, dict[str, int]]:
         """Number of examples in each group "y,a" (or class "y" without groups) per split."""
@@ -162,5 +167,16 @@ def validate(ds: Dataset) -> None:
     for s in SPLITS:
         if not (ds.split == s).any():
             raise DataError(f"split '{s}' is empty")
+    if ds.attributes is not None:
+        _validate_attributes(ds.attributes, ds.attribute_names, n)
     if len(np.unique(ds.y[ds.split == "train"])) < 2:
         raise DataError("'y' has a single class in the train split: need at least two")
+
+
+def _validate_attributes(attributes: np.ndarray, names: list[str], n: int) -> None:
+    if attributes.ndim != 2 or len(attributes) != n:
+        raise DataError(f"'attributes' must be (n, m) with n={n}, got shape {attributes.shape}")
+    if attributes.shape[1] != len(names):
+        raise DataError(f"'attributes' has {attributes.shape[1]} columns but {len(names)} attribute names")
+    if not np.isin(attributes, (0, 1)).all():
+        raise DataError("'attributes' must hold 0/1 values")

@@ -115,10 +115,10 @@ def download(name: str, dest: str | Path | None = None, sources: dict[str, tuple
     if name not in table:
         raise DownloadError(f"no download known for '{name}' (known: {', '.join(sorted(table))})")
     files = table[name]
-    check_sources(name, files, allow_unverified)
     target = (Path(dest) if dest is not None else data_home()) / name
     if (target / MARKER).is_file():
         return Downloaded(target, json.loads((target / MARKER).read_text())["files"], already=True)
+    check_sources(name, files, allow_unverified)
     if target.exists():
         raise DownloadError(f"{target} exists but no download finished there: move it away or choose --to")
     cache = target.parent / ".downloads"

@@ -1,8 +1,9 @@
 """Read and write data files in the `memaware run` contract (.npz, .csv, .parquet, .pt).
 
 .npz / .pt: arrays (tensors) `x` (n x d), `y` (n), `split` (n strings, or ints 0/1/2 for .pt),
-optional `a` (n). .csv / .parquet: columns `y`, `split`, optional `a`; every other numeric column is a
-feature unless `features` names the columns to use.
+optional `a` (n), optional `attributes` (n x m, 0/1) with `attribute_names` (m). .csv / .parquet:
+columns `y`, `split`, optional `a`, optional overlapping attributes `attr:NAME`; every other numeric
+column is a feature unless `features` names the columns to use.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..errors import DataError
 from .dataset import SPLITS, Dataset
 
 SUFFIXES = (".npz", ".csv", ".parquet", ".pt")
+ATTRIBUTE_PREFIX = "attr:"  # table columns of overlapping 0/1 attributes, e.g. "attr:female"
 
 
 def load(path: str | os.PathLike, features: list[str] | None = None, name: str | None = None) -> Dataset:
@@ -64,7 +66,13 @@ def _pick_arrays(arrays: dict) -> dict:
     for key in ("x", "y", "split"):
         if key not in arrays:
             raise DataError(f"missing array '{key}' (found: {', '.join(sorted(arrays)) or 'none'})")
-    return {"x": arrays["x"], "y": arrays["y"], "split": arrays["split"], "a": arrays.get("a")}
+    out = {"x": arrays["x"], "y": arrays["y"], "split": arrays["split"], "a": arrays.get("a")}
+    if "attributes" in arrays:
+        names = arrays.get("attribute_names")
+        if names is None:
+            raise DataError("array 'attributes' needs an array 'attribute_names'")
+        out.update(attributes=arrays["attributes"], attribute_names=[str(n) for n in np.asarray(names).tolist()])
+    return out
 
 
 def _read_table(path: Path, features: list[str] | None) -> dict:
@@ -78,8 +86,10 @@ def _read_table(path: Path, features: list[str] | None) -> dict:
         if col not in df.columns:
             raise DataError(f"missing column '{col}' (found: {', '.join(map(str, df.columns))})")
     reserved = {"y", "split", "a"}
+    attribute_columns = [c for c in df.columns if str(c).startswith(ATTRIBUTE_PREFIX)]
     if features is None:
-        features = [c for c in df.columns if c not in reserved and pd.api.types.is_numeric_dtype(df[c])]
+        features = [c for c in df.columns if c not in reserved and c not in attribute_columns
+                    and pd.api.types.is_numeric_dtype(df[c])]
     missing = [c for c in features if c not in df.columns]
     if missing:
         raise DataError(f"feature column '{missing[0]}' not found")
@@ -92,7 +102,11 @@ def _read_table(path: Path, features: list[str] | None) -> dict:
     if y.dtype == object:
         raise DataError(f"'y' must hold integer labels, found {y[0]!r}")
     a = df["a"].to_numpy() if "a" in df.columns else None
-    return {"x": df[features].to_numpy(dtype=np.float32), "y": y, "split": df["split"].astype(str).to_numpy(), "a": a}
+    out = {"x": df[features].to_numpy(dtype=np.float32), "y": y, "split": df["split"].astype(str).to_numpy(), "a": a}
+    if attribute_columns:
+        out.update(attributes=df[attribute_columns].to_numpy(),
+                   attribute_names=[c[len(ATTRIBUTE_PREFIX):] for c in attribute_columns])
+    return out
 
 
 def save(ds: Dataset, path: str | os.PathLike) -> Path:
@@ -104,6 +118,8 @@ def save(ds: Dataset, path: str | os.PathLike) -> Path:
     def write(tmp: Path):
         if path.suffix == ".npz":
             extra = {} if ds.a is None else {"a": ds.a}
+            if ds.attributes is not None:
+                extra.update(attributes=ds.attributes, attribute_names=np.asarray(ds.attribute_names, dtype=str))
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, x=ds.x.reshape(len(ds), -1), y=ds.y, split=ds.split, **extra)
         else:
@@ -114,6 +130,9 @@ def save(ds: Dataset, path: str | os.PathLike) -> Path:
             df["y"] = ds.y
             if ds.a is not None:
                 df["a"] = ds.a
+            if ds.attributes is not None:
+                for j, name in enumerate(ds.attribute_names):
+                    df[ATTRIBUTE_PREFIX + name] = ds.attributes[:, j]
             df["split"] = ds.split
             df.to_csv(tmp, index=False) if path.suffix == ".csv" else df.to_parquet(tmp, index=False)
 

@@ -39,7 +39,7 @@ def overlap_group_accuracy(pred, y, attributes, attribute_names: list[str]) -> d
 
 
 def split_attributes(ds: Dataset, split: str) -> tuple[np.ndarray, list[str]]:
-    """The overlapping attribute columns of one split of a Dataset made by RawData.with_features."""
-    if "attributes" not in ds.info:
-        raise DataError(f"data set '{ds.name}' has no overlapping attributes (info['attributes'])")
-    return np.asarray(ds.info["attributes"])[ds.mask(split)], list(ds.info["attribute_names"])
+    """The overlapping attribute columns of one split of a Dataset, and their names."""
+    if ds.attributes is None:
+        raise DataError(f"data set '{ds.name}' has no overlapping attributes")
+    return ds.attributes[ds.mask(split)], list(ds.attribute_names)

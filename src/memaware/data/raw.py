@@ -31,8 +31,5 @@ class RawData:
 
     def with_features(self, x: np.ndarray) -> Dataset:
         """The Dataset of features `x` (one row per item) with this data's labels and splits."""
-        info = {**self.info, "modality": self.modality}
-        if self.attributes is not None:
-            info["attributes"] = self.attributes
-            info["attribute_names"] = list(self.attribute_names)
-        return Dataset(x, self.y, self.split, self.a, name=self.name, info=info)
+        return Dataset(x, self.y, self.split, self.a, name=self.name, info={**self.info, "modality": self.modality},
+                       attributes=self.attributes, attribute_names=list(self.attribute_names))

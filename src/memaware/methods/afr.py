@@ -4,8 +4,8 @@ Stage 1 trains a copy of the model by ERM for `first_steps` steps (default: the 
 random `first_fraction` of the train split. Stage 2, the loop, trains only the final Linear layer,
 starting from the first model's, on the other examples ("reweighting set"), each weighted by
 w_i proportional to exp(-gamma * p_first(y_i | x_i)) (normalised per class when `class_balanced`), with
-the penalty `lam` * ||head - first head||^2. Poorly explained examples, mostly the minority, weigh
-most. Groups are not used in training.
+the penalty `lam` * ||head - first head||^2; a batch's loss is the w-weighted mean of its
+cross-entropies. Poorly explained examples, mostly the minority, weigh most. Groups are not used.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .base import Method, WeightedSampler, register
-from .two_stage import errors, train_first_model
+from .two_stage import train_first_model, training_errors
 
 
 def jtt_weights(error: torch.Tensor, upweight: float) -> torch.Tensor:
@@ -29,7 +29,7 @@ class JTT(Method):
 
     def wrap_model(self, model):
         first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
-        self.errors = errors(first, self.ctx.x, self.ctx.y)
+        self.errors = training_errors(first, self.ctx.x, self.ctx.y)
         return model
 
     def sampler(self, batch_size):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import GROUP_SOURCES, Method, UniformSampler, register
+from .base import UniformSampler, register
+from .rwg import RWG
 
 
 def balanced_subset(groups: torch.Tensor, n_groups: int, generator: torch.Generator) -> torch.Tensor:
@@ -25,11 +26,10 @@ def balanced_subset(groups: torch.Tensor, n_groups: int, generator: torch.Genera
 
 @register()
 @register("xrm+subg", groups="inferred")
-class SUBG(Method):
+class SUBG(RWG):
+    """RWG's group sources, with a fixed balanced subset in place of weighted draws."""
+
     name = "subg"
-    needs_groups = True
-    defaults = {"groups": "true"}
-    choices = {"groups": GROUP_SOURCES}
 
     def setup(self, ctx):
         super().setup(ctx)

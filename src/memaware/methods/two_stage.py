@@ -23,7 +23,7 @@ def train_first_model(model: nn.Module, ctx: TrainContext, steps: int | None, na
 
     if ctx.config is None:
         raise MemawareError(f"{name} trains a first model and needs the run's TrainConfig (ctx.config)")
-    config = ctx.config.model_copy(update={"steps": steps or ctx.config.steps})
+    config = ctx.config.model_copy(update={"steps": int(steps or ctx.config.steps)})
     first = copy.deepcopy(model).train()
     optimizer, scheduler = make_optimizer(first, config)
     seed = int(torch.randint(2**62, (1,), generator=ctx.generator))
@@ -48,7 +48,7 @@ def split_head(model: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:
 
 
 def has_parameters(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters())
+    return next(module.parameters(), None) is not None
 
 
 def last_layer_model(body: nn.Module, head: nn.Linear) -> nn.Sequential:
@@ -65,7 +65,7 @@ def label_probability(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tor
     return torch.softmax(predict_logits(model, x), 1).gather(1, y[:, None]).squeeze(1)
 
 
-def errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def training_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """1 where the model's argmax differs from the label, else 0."""
     from ..train.loop import predict_logits
 

@@ -99,7 +99,8 @@ def selection_gaps(summary: dict) -> list[dict]:
 
 
 def _seeds_note(summary: dict) -> str:
-    return (f"Test accuracy in %, mean ± std over {len(summary['seeds'])} seeds "
+    n = len(summary["seeds"])
+    return (f"Test accuracy in %, mean ± std over {n} seed{'s' * (n != 1)} "
             f"(95% bootstrap interval in brackets); 'selection' is the criterion that chose the checkpoint "
             f"and the combination.")
 

@@ -35,6 +35,12 @@ def _check_train_values(where: str, fields: dict) -> None:
         raise ValueError(f"{where}.{first['loc'][0]}: {first['msg']} (got {first.get('input')!r})") from None
 
 
+def _known(name: str, table: dict, what: str) -> str:
+    if name not in table:
+        raise ValueError(f"unknown {what} '{name}' (known: {', '.join(sorted(table))})")
+    return name
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,16 +62,12 @@ class DatasetEntry(Strict):
     def _known_dataset(cls, name):
         from ..data.registry import DATASETS
 
-        if name not in DATASETS:
-            raise ValueError(f"unknown data set '{name}' (known: {', '.join(sorted(DATASETS))})")
-        return name
+        return _known(name, DATASETS, "data set")
 
     @field_validator("family")
     @classmethod
     def _known_family(cls, family):
-        if family not in FAMILIES:
-            raise ValueError(f"unknown model family '{family}' (known: {', '.join(FAMILIES)})")
-        return family
+        return _known(family, FAMILIES, "model family")
 
     @property
     def key(self) -> str:
@@ -118,8 +120,7 @@ class Experiment(Strict):
         from ..methods import REGISTRY
 
         for m in methods:
-            if m not in REGISTRY:
-                raise ValueError(f"unknown method '{m}' (known: {', '.join(sorted(REGISTRY))})")
+            _known(m, REGISTRY, "method")
         if len(set(methods)) != len(methods):
             raise ValueError("a method is listed twice")
         return methods

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from ..errors import MemawareError
 from ..results import VAL_GROUPS_OF_CRITERION, setting_name
 from ..train.loop import criterion_value
 from . import store
@@ -125,8 +126,13 @@ def execute_run(spec: RunSpec, root: Path) -> dict:
         store.fresh(folder)
         data = load_data(spec.dataset, spec.dataset_args)
         heldout = None if spec.phase1 is None else HeldOut.load(phase1_dir(root, spec.phase1) / "heldout.npz")
-        result = fit(data, spec.method, TrainConfig(**spec.train), heldout=heldout, **spec.hparams)
-        store.write_run(folder, {"run": asdict(spec)}, result)
+        config = TrainConfig(**spec.train)
+        try:
+            result = fit(data, spec.method, config, heldout=heldout, **spec.hparams)
+        except MemawareError as err:  # e.g. a drawn learning rate that diverges: the run counts as failed
+            store.write_failed(folder, {"run": asdict(spec)}, config.device, str(err))
+        else:
+            store.write_run(folder, {"run": asdict(spec)}, result)
     return {"key": spec.key, "best": store.read_best(folder)}
 
 
@@ -177,25 +183,18 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
     root = Path(root)
     executor = executor or LocalExecutor()
     on_progress = on_progress or (lambda stage, done, total: None)
+    train = functools.partial(execute_run, root=root)
     check_available(exp)
     store.write_json(root / "experiment.json", exp.model_dump())
     phase1 = run_phase1(exp, root, executor, on_progress)
-    combos = {(d.key, m, i): run_spec(exp, d, m, i, exp.search.seeds[0], phase1.get(d.key, {}).get("key"))
+    phase1_key = {d.key: phase1.get(d.key, {}).get("key") for d in exp.datasets}
+    combos = {(d.key, m, i): run_spec(exp, d, m, i, exp.search.seeds[0], phase1_key[d.key])
               for d in exp.datasets for m in exp.methods for i in range(exp.search.combinations)}
-    results = map_unique(executor, functools.partial(execute_run, root=root), list(combos.values()),
-                         "search", on_progress)
-    chosen = {}
-    for d in exp.datasets:
-        for m in exp.methods:
-            search = [(i, results[combos[(d.key, m, i)].key]["best"]) for i in range(exp.search.combinations)]
-            for criterion in exp.search.criteria:
-                best = select_combination(search, criterion)
-                if best is not None:
-                    chosen[(d.key, m, criterion)] = best
-    reruns = {(d, m, c, s): run_spec(exp, entry_of(exp, d), m, i, s, phase1.get(d, {}).get("key"))
+    results = map_unique(executor, train, list(combos.values()), "search", on_progress)
+    chosen = choose_combinations(exp, combos, results)
+    reruns = {(d, m, c, s): run_spec(exp, entry_of(exp, d), m, i, s, phase1_key[d])
               for (d, m, c), i in chosen.items() for s in exp.search.seeds}
-    results.update(map_unique(executor, functools.partial(execute_run, root=root), list(reruns.values()),
-                              "seeds", on_progress))
+    results.update(map_unique(executor, train, list(reruns.values()), "seeds", on_progress))
     summary = {"experiment": exp.name, "criteria": exp.search.criteria, "seeds": exp.search.seeds,
                "label_free": exp.report.label_free, "datasets": [d.key for d in exp.datasets],
                "methods": exp.methods, "phase1": phase1,
@@ -204,10 +203,22 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
     return summary
 
 
+def choose_combinations(exp: Experiment, combos: dict, results: dict) -> dict[tuple, int]:
+    """(data set, method, criterion) -> the index of the combination that criterion selects."""
+    chosen = {}
+    for d in exp.datasets:
+        for m in exp.methods:
+            search = [(i, results[combos[(d.key, m, i)].key]["best"]) for i in range(exp.search.combinations)]
+            for criterion in exp.search.criteria:
+                best = select_combination(search, criterion)
+                if best is not None:
+                    chosen[(d.key, m, criterion)] = best
+    return chosen
+
+
 def check_available(exp: Experiment) -> None:
     """Fail before any run when a data set cannot load here, with the registry's reason."""
     from ..data.registry import get_dataset
-    from ..errors import MemawareError
 
     for entry in exp.datasets:
         reason = get_dataset(entry.name).available()

@@ -2,7 +2,8 @@
 
 A run directory holds spec.json (the specification, versions and device), history.jsonl (one evaluation
 record a line), best.json (per criterion: step, validation and test metrics), checkpoint-<criterion>.pt,
-and `done`, written last and atomically. A directory without `done` is an interrupted run: it is
+and `done`, written last and atomically. A run that fails with a user-level error (a diverging learning
+rate) is finished too: its best.json is empty and `done` holds the error, so selection passes it over. A directory without `done` is an interrupted run: it is
 cleared and run again. A directory with `done` is never redone.
 """
 from __future__ import annotations
@@ -70,6 +71,14 @@ def write_run(folder: Path, spec: dict, result) -> dict:
                         meta={"criterion": criterion, "step": result.best[criterion]["step"], "key": spec_key(spec)})
     mark_done(folder, {"key": spec_key(spec), "steps": result.config["steps"]})
     return best
+
+
+def write_failed(folder: Path, spec: dict, device: str, error: str) -> None:
+    """Store a run that stopped with a user-level error: no best records; `done` holds the error."""
+    folder = Path(folder)
+    write_spec(folder, spec, device)
+    write_json(folder / "best.json", {})
+    mark_done(folder, {"key": spec_key(spec), "error": error})
 
 
 def read_best(folder: Path) -> dict:

@@ -99,7 +99,8 @@ def evaluate(model: nn.Module, splits: dict[str, Split], inferred: dict[str, tor
     for name, s in splits.items():
         pred = predict_logits(model, s.x).argmax(1)
         m = inferred.get(name)
-        out[name] = accuracy_report(pred, s.y, s.n_classes, s.a, s.n_attrs, None if m is None else m.to(pred.device))
+        out[name] = accuracy_report(pred, s.y, s.n_classes, s.a, s.n_attrs, None if m is None else m.to(pred.device),
+                                    s.attributes, s.attribute_names)
     return out
 
 

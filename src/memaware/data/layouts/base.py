@@ -104,7 +104,8 @@ def split_names(values, where: str) -> np.ndarray:
     values = np.asarray(values)
     names = [SPLIT_CODES.get(str(v).strip().removesuffix(".0")) for v in values]
     if None in names:
-        raise DataError(f"{where}: unknown split {plain(values[names.index(None)])!r} (expected 0/1/2 or train/val/test)")
+        bad = plain(values[names.index(None)])
+        raise DataError(f"{where}: unknown split {bad!r} (expected 0/1/2 or train/val/test)")
     return np.asarray(names)
 
 

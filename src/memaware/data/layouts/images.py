@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import DataError
 from ..raw import RawData
-from .base import (Layout, add_layout, image_paths, images_in, int_labels, need_columns, raw_data, read_csv,
+from .base import (Layout, add_layout, image_paths, images_in, int_labels, need_columns, plain, raw_data, read_csv,
                    split_names)
 
 WATERBIRDS_DIR = "waterbird_complete95_forest2water2"
@@ -63,8 +63,9 @@ def read_celeba(base: Path, target: str = "Blond_Hair", attribute: str = "Male")
 def binary(column, name: str) -> np.ndarray:
     """CelebA's -1/1 attribute values as 0/1."""
     v = column.to_numpy()
-    if not np.isin(v, (-1, 0, 1)).all():
-        raise DataError(f"list_attr_celeba: attribute '{name}' holds {v[~np.isin(v, (-1, 0, 1))][0]!r}, expected -1 or 1")
+    odd = ~np.isin(v, (-1, 0, 1))
+    if odd.any():
+        raise DataError(f"list_attr_celeba: attribute '{name}' holds {plain(v[odd][0])!r}, expected -1 or 1")
     return (v == 1).astype(np.int64)
 
 
@@ -141,7 +142,8 @@ def register() -> None:
     add_layout(Layout(
         "celeba", "image", "CelebA (Liu et al. 2015): Blond_Hair x Male by default",
         "list_attr_celeba.csv and list_eval_partition.csv (or the .txt originals) and img_align_celeba/",
-        (("list_eval_partition.csv", None), ("list_eval_partition.txt", None)), read_celeba, subdirs=("", "celeba", "data"),
+        (("list_eval_partition.csv", None), ("list_eval_partition.txt", None)), read_celeba,
+        subdirs=("", "celeba", "data"),
         provenance="CelebA aligned and cropped faces", licence="CelebA agreement: non-commercial research"))
     add_layout(Layout(
         "metashift", "image", "MetaShift cats vs dogs (Liang & Zou 2022), attribute indoor/outdoor",

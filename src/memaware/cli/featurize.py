@@ -1,0 +1,99 @@
+"""`memaware featurize`: images or texts -> a features file that `memaware run --data` reads."""
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import DataError, MemawareError
+from . import app, user_errors
+from .core import progress_bar, resolve_device
+
+stdout = Console()
+
+
+def read_input(source: str, layout: Optional[str]):
+    """A RawData (CSV file, or a folder in a standard layout) or a registered data set's name."""
+    from ..data.layouts import detect_layout, read_layout
+    from ..featurize import read_items_csv
+
+    path = Path(source)
+    if path.suffix == ".csv":
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        return read_items_csv(path)
+    if path.is_dir():
+        return read_layout(layout or detect_layout(path), path)
+    if layout is not None:
+        raise DataError(f"{path}: no such folder")
+    from ..data.registry import get_dataset
+
+    return read_layout(source) if get_dataset(source).kind == "layout" else source
+
+
+def load_named(name: str, options: dict):
+    """A registered data set loaded with those of `options` that its loader takes (a layout gives a RawData)."""
+    from ..data.registry import get_dataset
+
+    spec = get_dataset(name)
+    reason = spec.available()
+    if reason:
+        raise MemawareError(f"'{name}' is not available here: {reason}")
+    accepted = inspect.signature(spec.load).parameters
+    if "limit" in options and options["limit"] is not None and "limit" not in accepted:
+        raise MemawareError(f"--limit: data set '{name}' does not take a limit")
+    return spec.load(**{k: v for k, v in options.items() if k in accepted and v is not None})
+
+
+@app.command()
+@user_errors
+def featurize(
+    source: str = typer.Argument(..., help="a CSV (path or text, y, split, optional a), a folder in a standard "
+                                 "layout, or a data set name (see `memaware datasets`)"),
+    out: Path = typer.Option(..., help="features file to write: .npz, .parquet or .csv"),
+    layout: Optional[str] = typer.Option(None, help="the folder's layout (default: detected)"),
+    backbone: Optional[str] = typer.Option(None, help="efficientnet-lite0 (images), all-MiniLM-L6-v2 (texts), "
+                                           "torchvision:ARCH or timm:NAME with --weights, or a "
+                                           "sentence-transformers folder"),
+    weights: Optional[Path] = typer.Option(None, help="weights file for a torchvision or timm backbone"),
+    image_size: int = typer.Option(224, min=16, help="images are resized to this many pixels a side"),
+    batch_size: int = typer.Option(64, min=1),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto (cuda runs under bf16/fp16 autocast)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="feature cache (default: $MEMAWARE_CACHE or "
+                                             "~/.cache/memaware)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the cache"),
+    limit: Optional[int] = typer.Option(None, help="for data sets that take it: keep this many items"),
+):
+    """Turn images or texts into features with a pretrained backbone, cached by inputs and backbone."""
+    from ..data import save
+    from ..data.raw import RawData
+    from ..featurize import DEFAULT_BACKBONES, default_cache_dir, featurize as run_featurize, get_backbone
+
+    if out.suffix not in (".npz", ".parquet", ".csv"):
+        raise MemawareError(f"--out {out}: use .npz, .parquet or .csv")
+    device = resolve_device(device)
+    cache = None if no_cache else (cache_dir or default_cache_dir())
+    data = read_input(source, layout)
+    start = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task(f"featurize {source}", total=None)
+        tick = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
+        if isinstance(data, RawData):
+            if limit is not None:
+                raise MemawareError("--limit applies to named data sets only")
+            model = get_backbone(backbone or DEFAULT_BACKBONES[data.modality], weights, image_size)
+            dataset = run_featurize(data, model, cache_dir=cache, batch_size=batch_size, device=device,
+                                    callback=tick)
+        else:
+            if backbone or weights:
+                raise MemawareError(f"--backbone/--weights: data set '{data}' fixes its own backbone")
+            dataset = load_named(data, {"cache_dir": cache, "device": device, "batch_size": batch_size,
+                                        "callback": tick, "limit": limit})
+    save(dataset, out)
+    elapsed = time.perf_counter() - start
+    rate = f" ({len(dataset) / elapsed:.0f} items/s)" if elapsed > 0 else ""
+    stdout.print(f"wrote {out}: {len(dataset)} rows x {dataset.n_features} features in {elapsed:.1f} s{rate}")

@@ -62,7 +62,12 @@ class Backbone:
             self._device = device
         return self._model
 
-    def encode(self, batch: Sequence, device: str) -> torch.Tensor:  # pragma: no cover - interface
+    def prepare(self, batch: Sequence):
+        """CPU work on a batch (e.g. decoding images), run in a thread while the previous batch encodes."""
+        return batch
+
+    def encode(self, batch, device: str) -> torch.Tensor:  # pragma: no cover - interface
+        """Features (n, d) of a prepared batch."""
         raise NotImplementedError
 
 
@@ -83,22 +88,21 @@ class ImageBackbone(Backbone):
         weights_id = _file_identity(weights) if weights else "random"
         self.key = f"image:{name}:{weights_id}:{image_size}px:mean{mean}:std{std}"
 
-    def pixels(self, batch: Sequence) -> torch.Tensor:
-        """A float batch (n, 3, S, S) scaled to [0, 1] from paths or uint8 arrays."""
+    def prepare(self, batch: Sequence) -> torch.Tensor:
+        """uint8 images (n, H, W, 3) from paths (decoded by a pool of threads) or from uint8 arrays."""
         if len(batch) and isinstance(batch[0], (str, Path)):
             with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
-                arrays = list(pool.map(lambda p: read_image(p, self.image_size), batch))
-        else:
-            arrays = list(batch)
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+                batch = list(pool.map(lambda p: read_image(p, self.image_size), batch))
+        return torch.from_numpy(np.stack(list(batch)))
+
+    def encode(self, batch: torch.Tensor, device: str) -> torch.Tensor:
+        """Scale to [0, 1], resize, normalize (on the device), then run the model."""
+        model = self.model_on(device)
+        x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = torch.nn.functional.interpolate(x, size=(self.image_size,) * 2, mode="bilinear",
                                                 align_corners=False, antialias=True)
-        return x
-
-    def encode(self, batch: Sequence, device: str) -> torch.Tensor:
-        model = self.model_on(device)
-        x = ((self.pixels(batch) - self.mean) / self.std).to(device, non_blocking=True)
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return model(x).float().flatten(1)
 
 
@@ -295,9 +299,13 @@ def run_backbone(inputs, backbone: Backbone, batch_size: int, device: str, callb
 def run_backbone_in_order(inputs, backbone: Backbone, batch_size: int, device: str, callback) -> np.ndarray:
     dtype = autocast_dtype(device)
     chunks = []
-    with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+    with ThreadPoolExecutor(max_workers=1) as prefetch, torch.inference_mode(), \
+            torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        upcoming = prefetch.submit(backbone.prepare, inputs[0:batch_size])
         for start in range(0, len(inputs), batch_size):
-            batch = inputs[start:start + batch_size]
+            batch = upcoming.result()
+            if start + batch_size < len(inputs):
+                upcoming = prefetch.submit(backbone.prepare, inputs[start + batch_size:start + 2 * batch_size])
             chunks.append(backbone.encode(batch, device).cpu())
             if callback:
                 callback(min(start + batch_size, len(inputs)), len(inputs))

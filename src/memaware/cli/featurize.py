@@ -35,8 +35,9 @@ def read_input(source: str, layout: Optional[str]):
     return read_layout(source) if get_dataset(source).kind == "layout" else source
 
 
-def load_named(name: str, options: dict):
-    """A registered data set loaded with those of `options` that its loader takes (a layout gives a RawData)."""
+def load_named(name: str, options: dict, sizing: dict):
+    """A registered data set loaded with those of `options` that its loader takes, and the `sizing` options
+    given (an error when its loader does not take one)."""
     from ..data.registry import get_dataset
 
     spec = get_dataset(name)
@@ -44,9 +45,11 @@ def load_named(name: str, options: dict):
     if reason:
         raise MemawareError(f"'{name}' is not available here: {reason}")
     accepted = inspect.signature(spec.load).parameters
-    if "limit" in options and options["limit"] is not None and "limit" not in accepted:
-        raise MemawareError(f"--limit: data set '{name}' does not take a limit")
-    return spec.load(**{k: v for k, v in options.items() if k in accepted and v is not None})
+    sizing = {k: v for k, v in sizing.items() if v is not None}
+    for key in sizing:
+        if key not in accepted:
+            raise MemawareError(f"--{key}: data set '{name}' does not take a {key}")
+    return spec.load(**{k: v for k, v in options.items() if k in accepted}, **sizing)
 
 
 @app.command()
@@ -66,7 +69,10 @@ def featurize(
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache (default: $MEMAWARE_CACHE or "
                                              "~/.cache/memaware)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write the cache"),
-    limit: Optional[int] = typer.Option(None, help="for data sets that take it: keep this many items"),
+    limit: Optional[int] = typer.Option(None, help="for data sets that take it (finefood-negation): keep this "
+                                        "many items"),
+    scale: Optional[float] = typer.Option(None, help="for data sets that take it (fashion-on-backgrounds): "
+                                          "multiply the group sizes by this fraction"),
 ):
     """Turn images or texts into features with a pretrained backbone, cached by inputs and backbone."""
     from ..data import save
@@ -83,8 +89,8 @@ def featurize(
         task = progress.add_task(f"featurize {source}", total=None)
         tick = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
         if isinstance(data, RawData):
-            if limit is not None:
-                raise MemawareError("--limit applies to named data sets only")
+            if limit is not None or scale is not None:
+                raise MemawareError("--limit and --scale apply to named data sets only")
             model = get_backbone(backbone or DEFAULT_BACKBONES[data.modality], weights, image_size)
             dataset = run_featurize(data, model, cache_dir=cache, batch_size=batch_size, device=device,
                                     callback=tick)
@@ -92,7 +98,7 @@ def featurize(
             if backbone or weights:
                 raise MemawareError(f"--backbone/--weights: data set '{data}' fixes its own backbone")
             dataset = load_named(data, {"cache_dir": cache, "device": device, "batch_size": batch_size,
-                                        "callback": tick, "limit": limit})
+                                        "callback": tick}, {"limit": limit, "scale": scale})
     save(dataset, out)
     elapsed = time.perf_counter() - start
     rate = f" ({len(dataset) / elapsed:.0f} items/s)" if elapsed > 0 else ""

@@ -19,6 +19,7 @@ class GroupDRO(Method):
     needs_groups = True
     defaults = {"eta": 0.01, "groups": "true"}
     choices = {"groups": GROUP_SOURCES}
+    bounds = {"eta": (0.0, float("inf"))}
     space = {"eta": lambda rng: float(10 ** rng.uniform(-3, -1))}
 
     def setup(self, ctx):

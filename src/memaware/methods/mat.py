@@ -74,6 +74,7 @@ class MAT(Method):
     needs_heldout = True
     defaults = {"tau": 0.1, "calibration": "global"}
     choices = {"calibration": ("global", "batch")}
+    bounds = {"tau": (1e-6, float("inf"))}
     space = {"tau": lambda rng: float(rng.choice([0.001, 0.01, 0.1]))}
 
     def setup(self, ctx):

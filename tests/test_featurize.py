@@ -149,13 +149,14 @@ def test_cli_rejects_bad_options(image_csv, tmp_path):
     assert result.exit_code == 2 and "takes texts, but the data holds images" in result.output
 
 
-@pytest.mark.parametrize("module,name", [("torchvision", "torchvision:resnet50"),
-                                         ("efficientnet_lite_pytorch", "efficientnet-lite0")])
-def test_missing_vision_extra_names_the_install_command(monkeypatch, tmp_path, module, name):
+@pytest.mark.parametrize("module,name,extra", [("torchvision", "torchvision:resnet50", "vision"),
+                                               ("efficientnet_lite_pytorch", "efficientnet-lite0", "vision"),
+                                               ("sentence_transformers", "all-MiniLM-L6-v2", "text")])
+def test_missing_extra_names_the_install_command(monkeypatch, tmp_path, module, name, extra):
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"")
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    with pytest.raises(MissingExtraError, match=r"pip install 'memaware\[vision\]'"):
+    with pytest.raises(MissingExtraError, match=rf"{module}.* is not installed: pip install 'memaware\[{extra}\]'"):
         fz.get_backbone(name, weights=weights)
 
 
@@ -175,3 +176,19 @@ def test_cli_writes_a_named_data_set(tmp_path):
     assert result.exit_code == 2 and "data set 'compas' does not take a limit" in result.output
     result = CliRunner().invoke(app, ["featurize", "no-such-set", "--out", str(out)])
     assert result.exit_code == 2 and "unknown data set 'no-such-set'" in result.output
+
+
+def test_cli_featurizes_a_folder_in_a_standard_layout(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(9):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(tmp_path / f"p{i}.jpg")
+        rows.append((f"p{i}.jpg", i % 2, i // 2 % 2, ("train", "train", "val", "test")[i % 4]))
+    write_csv(tmp_path / "metadata.csv", ["filename", "y", "a", "split"], rows)
+    out = tmp_path / "f.npz"
+    args = ["featurize", str(tmp_path), "--out", str(out), "--image-size", "32", "--no-cache"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load(out).x.shape == (9, 1280)
+    result = CliRunner().invoke(app, ["featurize", str(tmp_path / "empty"), "--out", str(out), "--layout", "images"])
+    assert result.exit_code == 2 and "no such folder" in result.output

@@ -19,24 +19,20 @@ from .base import TrainContext, UniformSampler
 def train_first_model(model: nn.Module, ctx: TrainContext, steps: int | None, name: str,
                       pool: torch.Tensor | None = None) -> nn.Module:
     """A copy of `model` trained by ERM for `steps` (None: the run's steps) on `pool` (default: all)."""
-    from ..train.loop import make_optimizer  # the loop imports methods: import it only when used
+    from ..train.loop import optimize  # the loop imports methods: import it only when used
 
     if ctx.config is None:
         raise MemawareError(f"{name} trains a first model and needs the run's TrainConfig (ctx.config)")
     config = ctx.config.model_copy(update={"steps": int(steps or ctx.config.steps)})
     first = copy.deepcopy(model).train()
-    optimizer, scheduler = make_optimizer(first, config)
     seed = int(torch.randint(2**62, (1,), generator=ctx.generator))
     sampler = UniformSampler(len(ctx.y), config.batch_size, torch.Generator().manual_seed(seed), pool)
-    for step in range(config.steps):
-        idx = next(sampler).to(ctx.device)
-        loss = F.cross_entropy(first(ctx.x[idx]), ctx.y[idx])
-        if not torch.isfinite(loss):
-            raise MemawareError(f"{name}: first-stage loss became {float(loss)} at step {step}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+
+    def batch_loss(idx):
+        logits = first(ctx.x[idx])
+        return F.cross_entropy(logits, ctx.y[idx]), logits
+
+    optimize(first, config, sampler, batch_loss, name=f"{name} (first stage)")
     return first.eval()
 
 

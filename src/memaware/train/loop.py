@@ -120,10 +120,31 @@ def training_groups(method: Method, train: Split, heldout) -> tuple[torch.Tensor
 _FINITE_CHECK_EVERY = 50  # a finiteness check synchronises with the GPU: not on every step
 
 
-def _check_finite(loss: torch.Tensor, method: Method, step: int) -> None:
-    if not torch.isfinite(loss.detach()):
-        raise MemawareError(f"{method.registry_name}: the loss became {float(loss.detach())} by step {step}; "
-                            "lower the learning rate")
+def check_finite(loss: torch.Tensor, name: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise MemawareError(f"{name}: the loss became {float(loss)} by step {step}; lower the learning rate")
+
+
+def optimize(model: nn.Module, config: TrainConfig, sampler, batch_loss, after_step=None, name: str = "training"):
+    """Take `config.steps` optimizer steps on `model`.
+
+    batch_loss(idx) -> (loss, logits) for a batch of example positions drawn from `sampler`;
+    after_step(step, idx, detached logits, detached loss) runs after each update.
+    """
+    optimizer, scheduler = make_optimizer(model, config)
+    device = torch.device(config.device)
+    for step in range(config.steps):
+        idx = next(sampler).to(device)
+        loss, logits = batch_loss(idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss = loss.detach()
+        if step % _FINITE_CHECK_EVERY == 0 or step == config.steps - 1:
+            check_finite(loss, name, step)
+        if after_step is not None:
+            after_step(step, idx, logits.detach(), loss)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig):
@@ -168,30 +189,27 @@ def fit(
         model = build_model(data.n_features, data.n_classes, config, generator)
     model = method.wrap_model(model.to(device)).to(device).train()
     predictor = method.predictor(model)
-    optimizer, scheduler = make_optimizer(model, config)
     sampler = method.sampler(config.batch_size)
     inferred = None if heldout is None else heldout.inferred
     tracker, history = BestTracker(), []
-    for step in range(config.steps):
-        idx = next(sampler).to(device)
+
+    def batch_loss(idx):
         logits = model(train.x[idx])
-        loss = method.loss(logits, train.y[idx], idx)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        method.update(logits.detach(), train.y[idx], idx)
+        return method.loss(logits, train.y[idx], idx), logits
+
+    def after_step(step, idx, logits, loss):
+        method.update(logits, train.y[idx], idx)
         record = None
         last = step == config.steps - 1
-        checkpoint = last or (config.checkpoint_freq and step % config.checkpoint_freq == 0)
-        if checkpoint or step % _FINITE_CHECK_EVERY == 0:
-            _check_finite(loss, method, step)
-        if evaluate_splits and checkpoint:
-            record = {"step": step, "loss": float(loss.detach()), **evaluate(predictor, splits, inferred)}
+        if evaluate_splits and (last or (config.checkpoint_freq and step % config.checkpoint_freq == 0)):
+            check_finite(loss, method.registry_name, step)
+            record = {"step": step, "loss": float(loss), **evaluate(predictor, splits, inferred)}
             history.append(record)
             tracker.offer(record, predictor)
         if callback is not None:
             callback(step, record)
+
+    optimize(model, config, sampler, batch_loss, after_step, method.registry_name)
     setting = {"train_groups": method.group_source or "none",
                "heldout": (heldout.source if heldout is not None and method.needs_heldout else None)}
     return RunResult(method.registry_name, dict(method.hparams), config.model_dump(), setting, history,

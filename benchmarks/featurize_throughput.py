@@ -66,21 +66,23 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--images-224", type=int, help="images at 224 px (default: by device)")
     parser.add_argument("--images-64", type=int, help="images at 64 px (default: by device)")
-    parser.add_argument("--texts", type=int, help="texts (default: by device)")
+    parser.add_argument("--texts", type=int, help="texts (default: by device); 0 skips, as for the images")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
-    sizes = {k: getattr(args, k) or v for k, v in DEFAULTS["cuda" if args.device.startswith("cuda") else "cpu"].items()}
+    sizes = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in DEFAULTS["cuda" if args.device.startswith("cuda") else "cpu"].items()}
     rng = np.random.default_rng(0)
     precision = fz.autocast_dtype(args.device)
     print(f"device {args.device}, autocast {precision or 'off (fp32)'}, batch size {args.batch_size}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for size in (224, 64):
-            paths = write_images(tmp, sizes[f"images_{size}"], size, rng)
-            measure(f"efficientnet-lite0 images {size}px", paths, fz.efficientnet_lite0(size), tmp / "cache",
+            if sizes[f"images_{size}"]:
+                paths = write_images(tmp, sizes[f"images_{size}"], size, rng)
+                measure(f"efficientnet-lite0 images {size}px", paths, fz.efficientnet_lite0(size), tmp / "cache",
+                        args.device, args.batch_size)
+        if sizes["texts"]:
+            measure("all-MiniLM-L6-v2 texts", make_texts(sizes["texts"], rng), fz.minilm(), tmp / "cache",
                     args.device, args.batch_size)
-        measure("all-MiniLM-L6-v2 texts", make_texts(sizes["texts"], rng), fz.minilm(), tmp / "cache",
-                args.device, args.batch_size)
 
 
 if __name__ == "__main__":

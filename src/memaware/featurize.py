@@ -197,8 +197,9 @@ class TextBackbone(Backbone):
         self.key = f"text:{name}:{_file_identity(weights) if weights else folder.resolve()}"
 
     def encode(self, batch: Sequence, device: str) -> torch.Tensor:
-        out = self.model_on(device).encode(list(batch), batch_size=len(batch), device=device, convert_to_tensor=True,
-                                show_progress_bar=False)
+        model = self.model_on(device)
+        out = model.encode(list(batch), batch_size=len(batch), device=device, convert_to_tensor=True,
+                           show_progress_bar=False)
         return out.float()
 
 
@@ -275,6 +276,8 @@ def embed(inputs: Sequence | np.ndarray, backbone: Backbone, *, cache: FeatureCa
     """Features (n, d) of `inputs` from `backbone`, read from `cache` when present there."""
     if len(inputs) == 0:
         raise DataError("nothing to featurize: no inputs")
+    if backbone.modality == "image" and not isinstance(inputs, np.ndarray):
+        inputs = [Path(p) for p in inputs]  # file paths: the cache key takes their sizes and mtimes
     key = cache_key(backbone, fingerprint(inputs)) if cache is not None else None
     if key is not None and (hit := cache.get(key)) is not None and len(hit) == len(inputs):
         if callback:
@@ -318,9 +321,8 @@ def featurize(raw, backbone: Backbone, *, cache_dir: Path | None = None, batch_s
     if backbone.modality != raw.modality:
         raise MemawareError(f"backbone '{backbone.name}' takes {backbone.modality}s, "
                             f"but the data holds {raw.modality}s")
-    items = [Path(p) for p in raw.items] if raw.modality == "image" else list(raw.items)
     cache = FeatureCache(Path(cache_dir)) if cache_dir is not None else None
-    x = embed(items, backbone, cache=cache, batch_size=batch_size, device=device, callback=callback)
+    x = embed(list(raw.items), backbone, cache=cache, batch_size=batch_size, device=device, callback=callback)
     data = raw.with_features(x)
     data.info["backbone"] = backbone.name
     return data

@@ -173,7 +173,7 @@ def test_cli_writes_a_named_data_set(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(load(out)) == 5278
     result = CliRunner().invoke(app, ["featurize", "compas", "--out", str(out), "--limit", "100"])
-    assert result.exit_code == 2 and "data set 'compas' does not take a limit" in result.output
+    assert result.exit_code == 2 and "data set 'compas' does not take the option 'limit'" in result.output
     result = CliRunner().invoke(app, ["featurize", "no-such-set", "--out", str(out)])
     assert result.exit_code == 2 and "unknown data set 'no-such-set'" in result.output
 

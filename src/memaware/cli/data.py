@@ -29,16 +29,10 @@ def dataset_rows() -> list[dict]:
 
 
 def group_sizes(name: str) -> dict:
-    from ..data.registry import get_dataset
+    from ..data.registry import load_dataset
+    from ..featurize import default_cache_dir
 
-    spec = get_dataset(name)
-    if spec.kind == "layout":
-        raise MemawareError(f"'{name}' is a layout: featurize its folder first (memaware featurize), "
-                            "then `memaware run` the features file")
-    reason = spec.available()
-    if reason:
-        raise MemawareError(f"'{name}' is not available here: {reason}")
-    return spec.load().group_sizes()
+    return load_dataset(name, {"cache_dir": default_cache_dir()}).group_sizes()
 
 
 @app.command()

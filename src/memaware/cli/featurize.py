@@ -1,7 +1,6 @@
 """`memaware featurize`: images or texts -> a features file that `memaware run --data` reads."""
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Optional
@@ -35,23 +34,6 @@ def read_input(source: str, layout: Optional[str]):
     return read_layout(source) if get_dataset(source).kind == "layout" else source
 
 
-def load_named(name: str, options: dict, sizing: dict):
-    """A registered data set loaded with those of `options` that its loader takes, and the `sizing` options
-    given (an error when its loader does not take one)."""
-    from ..data.registry import get_dataset
-
-    spec = get_dataset(name)
-    reason = spec.available()
-    if reason:
-        raise MemawareError(f"'{name}' is not available here: {reason}")
-    accepted = inspect.signature(spec.load).parameters
-    sizing = {k: v for k, v in sizing.items() if v is not None}
-    for key in sizing:
-        if key not in accepted:
-            raise MemawareError(f"--{key}: data set '{name}' does not take a {key}")
-    return spec.load(**{k: v for k, v in options.items() if k in accepted}, **sizing)
-
-
 @app.command()
 @user_errors
 def featurize(
@@ -77,6 +59,7 @@ def featurize(
     """Turn images or texts into features with a pretrained backbone, cached by inputs and backbone."""
     from ..data import save
     from ..data.raw import RawData
+    from ..data.registry import load_dataset
     from ..featurize import DEFAULT_BACKBONES, default_cache_dir, featurize as run_featurize, get_backbone
 
     if out.suffix not in (".npz", ".parquet", ".csv"):
@@ -97,8 +80,9 @@ def featurize(
         else:
             if backbone or weights:
                 raise MemawareError(f"--backbone/--weights: data set '{data}' fixes its own backbone")
-            dataset = load_named(data, {"cache_dir": cache, "device": device, "batch_size": batch_size,
-                                        "callback": tick}, {"limit": limit, "scale": scale})
+            sizing = {k: v for k, v in {"limit": limit, "scale": scale}.items() if v is not None}
+            dataset = load_dataset(data, {"cache_dir": cache, "device": device, "batch_size": batch_size,
+                                          "callback": tick}, **sizing)
     save(dataset, out)
     elapsed = time.perf_counter() - start
     rate = f" ({len(dataset) / elapsed:.0f} items/s)" if elapsed > 0 else ""

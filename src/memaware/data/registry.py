@@ -43,6 +43,30 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def load_dataset(name: str, options: dict | None = None, **required) -> Dataset:
+    """Load the registered data set `name`.
+
+    `options` go to its loader where the loader takes them (e.g. cache_dir, device); `required` options
+    must be taken (a MemawareError otherwise). An unavailable data set raises a MemawareError with the reason.
+    """
+    import inspect
+
+    spec = get_dataset(name)
+    if spec.kind == "layout":
+        raise MemawareError(f"'{name}' is a layout: featurize its folder first (memaware featurize), "
+                            "then `memaware run` the features file")
+    reason = spec.available()
+    if reason:
+        raise MemawareError(f"'{name}' is not available here: {reason}")
+    accepted = inspect.signature(spec.load).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    for key in required:
+        if key not in accepted and not takes_any:
+            raise MemawareError(f"data set '{name}' does not take the option '{key}'")
+    chosen = {k: v for k, v in (options or {}).items() if k in accepted}
+    return spec.load(**chosen, **required)
+
+
 def _register_builtin() -> None:
     from .synthetic import make_figure1, make_multiclass
 

@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--images-64", type=int, help="images at 64 px (default: by device)")
     parser.add_argument("--texts", type=int, help="texts (default: by device); 0 skips, as for the images")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--text-model", help="a sentence-transformers folder to time instead of the MiniLM package "
+                        "(e.g. MiniLM's architecture with random weights where the package can't be installed)")
     args = parser.parse_args()
     sizes = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in DEFAULTS["cuda" if args.device.startswith("cuda") else "cpu"].items()}
     rng = np.random.default_rng(0)
@@ -81,7 +83,8 @@ def main() -> None:
                 measure(f"efficientnet-lite0 images {size}px", paths, fz.efficientnet_lite0(size), tmp / "cache",
                         args.device, args.batch_size)
         if sizes["texts"]:
-            measure("all-MiniLM-L6-v2 texts", make_texts(sizes["texts"], rng), fz.minilm(), tmp / "cache",
+            text_backbone = fz.get_backbone(args.text_model) if args.text_model else fz.minilm()
+            measure(f"{text_backbone.name} texts", make_texts(sizes["texts"], rng), text_backbone, tmp / "cache",
                     args.device, args.batch_size)
 
 

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from ..errors import MemawareError
 from ..train.config import TrainConfig
-from ..train.loop import CRITERIA
 from .space import FAMILIES
 
 Criterion = Literal["va_wga", "va_gi_wga", "va_wca", "va_avg"]

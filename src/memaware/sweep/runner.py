@@ -15,7 +15,7 @@ import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from ..errors import MemawareError
 from ..results import VAL_GROUPS_OF_CRITERION, setting_name
@@ -262,7 +262,7 @@ def result_row(exp: Experiment, key: tuple, combination: int, combos: dict, reru
     for seed in exp.search.seeds:
         run = reruns[(dataset, method, criterion, seed)]
         record = results[run.key]["best"].get(criterion)
-        if record is None:  # the criterion had no value in this run (e.g. NaN throughout)
+        if record is None:  # a failed run, or the criterion had no value in it
             continue
         runs.append({"seed": seed, "key": run.key, "step": record["step"],
                      "test_wga": record["test"].get("wga"), "test_avg_acc": record["test"]["avg_acc"],

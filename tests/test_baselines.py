@@ -1,6 +1,7 @@
 """Known answers for each baseline's reweighting or resampling rule, and one end-to-end check."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -191,3 +192,14 @@ def test_group_methods_beat_erm_worst_group_accuracy_on_figure1(figure1_erm, nam
     assert erm_wga <= 0.1
     wga = mw.fit(data, name, config, **hparams).history[-1]["test"]["wga"]
     assert wga >= 0.75 and wga - erm_wga >= 0.6
+
+
+def test_jtt_refuses_a_first_model_that_predicts_a_single_class():
+    from memaware.data import Dataset
+
+    n = 200  # constant features, 5% positives: ERM learns only the bias and predicts the majority class
+    y = (np.arange(n) % 20 == 0).astype(int)
+    data = Dataset(np.zeros((n, 3)), y, np.array(["train", "val", "test", "train"] * (n // 4)))
+    config = mw.TrainConfig(steps=5, lr=0.1, checkpoint_freq=0)
+    with pytest.raises(MemawareError, match="predicts a single class"):
+        mw.fit(data, mw.create("jtt", first_steps=50), config)

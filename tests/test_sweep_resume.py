@@ -40,11 +40,11 @@ def kill_mid_sweep(out: Path) -> int:
     cmd += [arg for o in OVERRIDES for arg in ("--set", o)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # generous: CI shares two cores with the other tests
     try:
         while not (out / "runs").exists() or len(done_runs(out)) < 2:
             assert proc.poll() is None, "the sweep ended before it could be killed"
-            assert time.monotonic() < deadline, "no run finished within 60 s"
+            assert time.monotonic() < deadline, "no run finished within 300 s"
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
@@ -58,6 +58,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_results_without_duplicates(t
     killed = tmp_path / "killed"
     n_done_at_kill = kill_mid_sweep(killed)
     assert not (killed / "summary.json").exists()
+    (killed / ".summary.json.x1.tmp").write_text("{")  # what a kill during an atomic write leaves
     finished_before = {d.name: (d / "done").stat().st_mtime_ns for d in done_runs(killed)}
 
     run_sweep(exp, killed)

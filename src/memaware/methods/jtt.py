@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import MemawareError
 from .base import Method, WeightedSampler, register
 from .two_stage import train_first_model, training_errors
 
@@ -25,11 +26,14 @@ class JTT(Method):
     defaults = {"first_steps": 100, "upweight": 20.0}
     bounds = {"first_steps": (1, float("inf")), "upweight": (1.0, float("inf"))}
     space = {"first_steps": lambda rng: int(round(10 ** rng.uniform(1, 3))),
-             "upweight": lambda rng: float(rng.choice([5, 10, 20, 50, 100]))}
+             "upweight": lambda rng: float(rng.choice([2, 5, 10, 20, 50, 100]))}
 
     def wrap_model(self, model):
         first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
         self.errors = training_errors(first, self.ctx.x, self.ctx.y)
+        if len(torch.unique(self.ctx.y[self.errors == 0])) < 2:
+            raise MemawareError("jtt: the first model predicts a single class, so its errors are a whole class; "
+                                "raise first_steps or the learning rate")
         return model
 
     def sampler(self, batch_size):

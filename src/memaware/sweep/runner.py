@@ -185,6 +185,7 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
     on_progress = on_progress or (lambda stage, done, total: None)
     train = functools.partial(execute_run, root=root)
     check_available(exp)
+    store.remove_stale_temporaries(root)
     store.write_json(root / "experiment.json", exp.model_dump())
     phase1 = run_phase1(exp, root, executor, on_progress)
     phase1_key = {d.key: phase1.get(d.key, {}).get("key") for d in exp.datasets}

@@ -36,6 +36,12 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def remove_stale_temporaries(root: Path) -> None:
+    """Delete the temporary files that a killed sweep left beside its files (atomic writes not completed)."""
+    for tmp in Path(root).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def is_done(folder: Path) -> bool:
     return (Path(folder) / DONE).is_file()
 

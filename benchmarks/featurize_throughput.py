@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--images-64", type=int, help="images at 64 px (default: by device)")
     parser.add_argument("--texts", type=int, help="texts (default: by device); 0 skips, as for the images")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--image-backbone", help="also time this image backbone at 224 px, e.g. torchvision:resnet50")
+    parser.add_argument("--weights", help="weights file of --image-backbone (state dict)")
     parser.add_argument("--text-model", help="a sentence-transformers folder to time instead of the MiniLM package "
                         "(e.g. MiniLM's architecture with random weights where the package can't be installed)")
     args = parser.parse_args()
@@ -82,6 +84,10 @@ def main() -> None:
                 paths = write_images(tmp, sizes[f"images_{size}"], size, rng)
                 measure(f"efficientnet-lite0 images {size}px", paths, fz.efficientnet_lite0(size), tmp / "cache",
                         args.device, args.batch_size)
+                if args.image_backbone and size == 224:
+                    backbone = fz.get_backbone(args.image_backbone, weights=Path(args.weights), image_size=224)
+                    measure(f"{args.image_backbone} images 224px", paths, backbone, tmp / "cache", args.device,
+                            args.batch_size)
         if sizes["texts"]:
             text_backbone = fz.get_backbone(args.text_model) if args.text_model else fz.minilm()
             measure(f"{text_backbone.name} texts", make_texts(sizes["texts"], rng), text_backbone, tmp / "cache",

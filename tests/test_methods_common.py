@@ -20,12 +20,13 @@ PROBLEMS = ["figure1-linear", "multiclass3-mlp"]
 
 
 @pytest.fixture(scope="module")
-def problems():
+def problems(device):
     """Per problem: data, a short training config, and phase-1 products computed once."""
     out = {}
     for key, data, arch in [("figure1-linear", make_figure1(n=60, d=20, seed=0), "linear"),
                             ("multiclass3-mlp", make_multiclass(n=90, n_classes=3, d=24, seed=0), "mlp")]:
-        config = TrainConfig(steps=6, batch_size=16, lr=0.05, checkpoint_freq=3, arch=arch, hidden=[8], seed=0)
+        config = TrainConfig(steps=6, batch_size=16, lr=0.05, checkpoint_freq=3, arch=arch, hidden=[8], seed=0,
+                             device=device)
         out[key] = (data, config, xrm(data, config.model_copy(update={"steps": 20})))
     return out
 

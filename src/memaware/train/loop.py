@@ -84,10 +84,13 @@ class BestTracker:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Logits of `model` on `x`, in chunks, in eval mode (train mode is restored)."""
+    """Logits of `model` on `x` (moved chunk by chunk to the model's device), in eval mode; the
+    model's train mode is restored."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else x.new_zeros(0)
+    device = next(model.parameters(), x).device
+    out = (torch.cat([model(x[i:i + chunk].to(device)) for i in range(0, len(x), chunk)]) if len(x)
+           else x.new_zeros(0))
     model.train(was_training)
     return out
 

@@ -77,16 +77,19 @@ class LocalExecutor:
         return (fn(spec) for spec in specs)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(name: str, args_json: str):
-    from ..data.registry import get_dataset
+class DataCache:
+    """The data sets of one sweep, each loaded once (in each process that runs some of its runs)."""
 
-    return get_dataset(name).load(**json.loads(args_json))
+    def __init__(self):
+        self._loaded: dict[tuple[str, str], Any] = {}
 
+    def __call__(self, name: str, args: dict):
+        from ..data.registry import load_dataset
 
-def load_data(name: str, args: dict):
-    """The registered data set `name` loaded with `args` (kept in memory for the next runs)."""
-    return _load_cached(name, json.dumps(args, sort_keys=True))
+        key = (name, json.dumps(args, sort_keys=True))
+        if key not in self._loaded:
+            self._loaded[key] = load_dataset(name, **args)
+        return self._loaded[key]
 
 
 def phase1_dir(root: Path, key: str) -> Path:
@@ -97,7 +100,7 @@ def run_dir(root: Path, key: str) -> Path:
     return Path(root) / "runs" / key
 
 
-def execute_phase1(spec: Phase1Spec, root: Path) -> dict:
+def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None) -> dict:
     """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy."""
     from ..heldout import HeldOut, crossfit, xrm
     from ..train import TrainConfig
@@ -105,7 +108,7 @@ def execute_phase1(spec: Phase1Spec, root: Path) -> dict:
     folder = phase1_dir(root, spec.key)
     if not store.is_done(folder):
         store.fresh(folder)
-        data = load_data(spec.dataset, spec.dataset_args)
+        data = (data or DataCache())(spec.dataset, spec.dataset_args)
         config = TrainConfig(**spec.train)
         held = xrm(data, config) if spec.source == "xrm" else crossfit(data, spec.folds, config)
         store.write_spec(folder, {"phase1": asdict(spec)}, config.device)
@@ -116,7 +119,7 @@ def execute_phase1(spec: Phase1Spec, root: Path) -> dict:
             "heldout": HeldOut.load(folder / "heldout.npz")}
 
 
-def execute_run(spec: RunSpec, root: Path) -> dict:
+def execute_run(spec: RunSpec, root: Path, data: DataCache | None = None) -> dict:
     """Run (or read back) one training run; returns its key and best records per criterion."""
     from ..heldout import HeldOut
     from ..train import TrainConfig, fit
@@ -124,7 +127,7 @@ def execute_run(spec: RunSpec, root: Path) -> dict:
     folder = run_dir(root, spec.key)
     if not store.is_done(folder):
         store.fresh(folder)
-        data = load_data(spec.dataset, spec.dataset_args)
+        data = (data or DataCache())(spec.dataset, spec.dataset_args)
         heldout = None if spec.phase1 is None else HeldOut.load(phase1_dir(root, spec.phase1) / "heldout.npz")
         config = TrainConfig(**spec.train)
         try:
@@ -183,11 +186,12 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
     root = Path(root)
     executor = executor or LocalExecutor()
     on_progress = on_progress or (lambda stage, done, total: None)
-    train = functools.partial(execute_run, root=root)
+    data = DataCache()
+    train = functools.partial(execute_run, root=root, data=data)
     check_available(exp)
     store.remove_stale_temporaries(root)
     store.write_json(root / "experiment.json", exp.model_dump())
-    phase1 = run_phase1(exp, root, executor, on_progress)
+    phase1 = run_phase1(exp, root, executor, on_progress, data)
     phase1_key = {d.key: phase1.get(d.key, {}).get("key") for d in exp.datasets}
     combos = {(d.key, m, i): run_spec(exp, d, m, i, exp.search.seeds[0], phase1_key[d.key])
               for d in exp.datasets for m in exp.methods for i in range(exp.search.combinations)}
@@ -231,14 +235,14 @@ def entry_of(exp: Experiment, key: str) -> DatasetEntry:
     return next(d for d in exp.datasets if d.key == key)
 
 
-def run_phase1(exp: Experiment, root: Path, executor: Executor, on_progress) -> dict[str, dict]:
+def run_phase1(exp: Experiment, root: Path, executor: Executor, on_progress, data: DataCache) -> dict[str, dict]:
     """Phase 1 on every data set; per data set the selected run's key, flip rate and the candidates'."""
     from ..heldout import select_xrm_run
 
     if not needs_phase1(exp):
         return {}
     specs = {d.key: phase1_specs(exp, d) for d in exp.datasets}
-    done = map_unique(executor, functools.partial(execute_phase1, root=root),
+    done = map_unique(executor, functools.partial(execute_phase1, root=root, data=data),
                       [s for group in specs.values() for s in group], "phase 1", on_progress)
     out = {}
     for name, group in specs.items():

@@ -14,7 +14,8 @@ class DatasetSpec:
 
     kind: "synthetic", "real" or "semi-synthetic" (a spurious feature planted into real inputs), or
     "layout" (a standard benchmark read from a folder the user points to).
-    load(**kwargs) -> Dataset; available() -> None when it can load here, else a one-line reason.
+    load(**kwargs) -> Dataset (for a "layout", load(root=FOLDER) -> RawData, to featurize first);
+    available() -> None when it can load here, else a one-line reason.
     """
 
     name: str

@@ -92,6 +92,7 @@ def download(
     table = dl.load_sources(sources) if sources else dl.SOURCES
     if list_sources or name is None:
         return print_sources(dl.describe_sources(table))
+    dl.check_known(name, table)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         tasks: dict[str, int] = {}

@@ -107,13 +107,17 @@ def load_sources(path: str | Path) -> dict[str, tuple[Source, ...]]:
         raise DownloadError(f"{path}: not a source table ({type(err).__name__}: {err})".splitlines()[0]) from None
 
 
+def check_known(name: str, table: dict) -> None:
+    if name not in table:
+        raise DownloadError(f"no download known for '{name}' (known: {', '.join(sorted(table))})")
+
+
 def download(name: str, dest: str | Path | None = None, sources: dict[str, tuple[Source, ...]] | None = None,
              allow_unverified: bool = False, timeout: float = 30.0,
              progress: Callable[[str, int, int | None], None] | None = None) -> Downloaded:
     """Fetch, check and unpack the benchmark `name` into DEST/NAME (DEST defaults to data_home())."""
     table = SOURCES if sources is None else sources
-    if name not in table:
-        raise DownloadError(f"no download known for '{name}' (known: {', '.join(sorted(table))})")
+    check_known(name, table)
     files = table[name]
     target = (Path(dest) if dest is not None else data_home()) / name
     if (target / MARKER).is_file():

@@ -101,3 +101,16 @@ def test_bad_attributes_are_refused():
         Dataset(**d, attributes=np.zeros((12, 2)), attribute_names=["x"])
     with pytest.raises(DataError, match="0/1 values"):
         Dataset(**d, attributes=np.full((12, 1), 2), attribute_names=["x"])
+
+
+def test_standardized_uses_train_statistics_only():
+    d = arrays()
+    d["x"][:, 2] = 7.0  # a constant feature is only centred
+    ds = Dataset(**d).standardized()
+    train = ds.x[ds.mask("train")]
+    assert np.allclose(train[:, :2].mean(0), 0, atol=1e-6) and np.allclose(train[:, :2].std(0), 1, atol=1e-5)
+    assert np.allclose(ds.x[:, 2], 0)
+    raw = Dataset(**arrays())
+    scale = raw.x[raw.mask("train")].std(0)
+    expected_test = (raw.x[raw.mask("test")] - raw.x[raw.mask("train")].mean(0)) / scale
+    assert np.allclose(ds.x[ds.mask("test")][:, :2], expected_test[:, :2], atol=1e-5)

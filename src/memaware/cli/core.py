@@ -164,6 +164,8 @@ def run(
     out: Path = typer.Option(..., help="output folder for results.json, history.json and heldout.npz"),
     methods: str = typer.Option("erm,mat", help="comma-separated method names (see `memaware methods`)"),
     features: Optional[str] = typer.Option(None, help="comma-separated feature columns (.csv/.parquet)"),
+    standardize: bool = typer.Option(False, help="scale each feature by its train-split mean and deviation "
+                                     "(helps SGD on embeddings of unit norm)"),
     select: str = typer.Option("auto", help="criterion: auto, va_wga, va_gi_wga, va_wca, va_avg"),
     heldout: str = typer.Option("xrm", help="phase 1: xrm, crossfit, or a .npz/.npy file of held-out logits"),
     folds: int = typer.Option(5, help="folds for --heldout crossfit"),
@@ -198,6 +200,8 @@ def run(
                           weight_decay=weight_decay, arch=arch, checkpoint_freq=checkpoint_freq, seed=seed,
                           device=resolve_device(device))
     dataset = load(data, features=features.split(",") if features else None)
+    if standardize:
+        dataset = dataset.standardized()
     for name, method in method_objs.items():
         if method.group_source == "true" and not dataset.has_groups:
             raise MemawareError(f"method '{name}' needs true group labels: {data} has no 'a'")
@@ -224,7 +228,8 @@ def run(
                           callback=lambda step, record, name=name: advance(name, step))
                 for name, method in method_objs.items()}
 
-    results = {"data": str(data), "n_examples": len(dataset), "group_sizes": dataset.group_sizes(),
+    results = {"data": str(data), "n_examples": len(dataset), "standardized": standardize,
+               "group_sizes": dataset.group_sizes(),
                "methods": {name: summarize(run, criterion) for name, run in runs.items()},
                "phase1": None if phase1 is None else {"source": phase1.source, "flip_rate": phase1.flip_rate,
                                                       "degenerate": phase1.degenerate},

@@ -115,6 +115,16 @@ class Dataset:
         return Split(torch.as_tensor(self.x[m]), torch.as_tensor(self.y[m]), a, torch.as_tensor(idx),
                      self.n_classes, self.n_attrs, attributes, tuple(self.attribute_names)).to(device)
 
+    def standardized(self) -> "Dataset":
+        """A copy with every feature centred and scaled by its mean and deviation on the train split
+        (constant features are only centred)."""
+        train = self.x[self.mask("train")].reshape(int(self.mask("train").sum()), -1)
+        mean, std = train.mean(0), train.std(0)
+        x = (self.x.reshape(len(self), -1) - mean) / np.where(std > 0, std, 1.0)
+        info = {**self.info, "standardized": "train mean and deviation"}
+        return Dataset(x.reshape(self.x.shape), self.y, self.split, self.a, self.name, self.n_classes,
+                       self.n_attrs, info, self.attributes, self.attribute_names)
+
     def group_sizes(self) -> dict[str, dict[str, int]]:
         """Number of examples in each group "y,a" (or class "y" without groups) per split."""
         out = {}

@@ -170,3 +170,14 @@ def test_diverging_training_stops_with_a_clear_error(data_file, tmp_path):
                     "--out", tmp_path / "out", *FAST)
     assert result.exit_code == 2 and "erm: the loss became" in result.stderr and "lower the learning rate" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"val": np.zeros((3, 2))}, "missing array 'train'"),
+    ({"train": np.zeros((5, 2))}, "train held-out logits must have shape"),
+])
+def test_bad_heldout_logits_file(data_file, tmp_path, content, message):
+    np.savez(tmp_path / "h.npz", **content)
+    result = invoke("run", "--data", data_file, "--methods", "mat", "--heldout", tmp_path / "h.npz",
+                    "--out", tmp_path / "out", *FAST)
+    assert result.exit_code == 2 and f"{tmp_path / 'h.npz'}: {message}" in result.stderr, result.stderr

@@ -149,10 +149,10 @@ def load_heldout_file(path: Path, data):
             return from_logits(data, np.load(path, allow_pickle=False))
         with np.load(path, allow_pickle=False) as f:
             if "train" not in f.files:
-                raise DataError(f"{path}: missing array 'train' (found: {', '.join(f.files)})")
+                raise DataError(f"missing array 'train' (found: {', '.join(f.files)})")
             return from_logits(data, f["train"], *(f[s] if s in f.files else None for s in ("val", "test")))
     except DataError as err:
-        raise DataError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
+        raise DataError(f"{path}: {err}") from None
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: cannot read held-out logits ({type(err).__name__})") from None
 

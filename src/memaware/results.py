@@ -19,6 +19,12 @@ def setting_name(train_groups: str, val_groups: str) -> str:
     return "group labels in validation only" if val_groups == "true" else "no group labels anywhere"
 
 
+def setting(train_groups: str, criterion: str) -> dict:
+    """Which group labels a result used: in training, in validation (through its criterion), by name."""
+    val_groups = VAL_GROUPS_OF_CRITERION[criterion]
+    return {"train_groups": train_groups, "val_groups": val_groups, "name": setting_name(train_groups, val_groups)}
+
+
 def selected_record(run: RunResult, criterion: str) -> dict:
     """The evaluation record chosen by `criterion` ("last": the final evaluation)."""
     return run.history[-1] if criterion == "last" else run.selected(criterion)
@@ -28,8 +34,6 @@ def summarize(run: RunResult, criterion: str) -> dict:
     """The results.json entry of one run selected by `criterion`."""
     record = selected_record(run, criterion)
     val, test = record["val"], record["test"]
-    train_groups = run.setting["train_groups"]
-    val_groups = VAL_GROUPS_OF_CRITERION[criterion]
     overlap = ({"test_overlap_wga": test["overlap_wga"], "test_overlap_group_acc": test["overlap_group_acc"],
                 "val_overlap_wga": val["overlap_wga"]} if "overlap_wga" in test else {})
     return {**overlap,
@@ -46,8 +50,7 @@ def summarize(run: RunResult, criterion: str) -> dict:
         "method": run.method,
         "hparams": run.hparams,
         "train_config": run.config,
-        "setting": {"train_groups": train_groups, "val_groups": val_groups, "heldout": run.setting["heldout"],
-                    "name": setting_name(train_groups, val_groups)},
+        "setting": {**setting(run.setting["train_groups"], criterion), "heldout": run.setting["heldout"]},
     }
 
 

@@ -1,7 +1,6 @@
 """`memaware demo` and `memaware run`."""
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..data.io import write_json
 from ..errors import DataError, MemawareError
 from . import app, user_errors
 
@@ -29,10 +29,16 @@ def progress_bar():
         yield progress
 
 
-def stage_tracker(progress: Progress, stages: dict[str, int]):
-    """A callback(stage, step) advancing one progress task per stage."""
-    tasks = {name: progress.add_task(name, total=total) for name, total in stages.items()}
-    return lambda stage, step: progress.update(tasks[stage], completed=step + 1)
+def stage_updater(progress: Progress):
+    """A callback(stage, done, total) keeping one progress task per stage, added when it first reports."""
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return update
 
 
 @contextmanager
@@ -47,10 +53,6 @@ def output_dir(out: Path):
             item.replace(out / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=float) + "\n")
 
 
 def train_config(**fields):
@@ -87,11 +89,10 @@ def demo(
 
     device = resolve_device(device)
     start = time.perf_counter()
-    stages = {"phase 1: XRM twins": steps} | {label: steps for label, *_ in plan()}
     with progress_bar() as progress:
-        advance = stage_tracker(progress, stages)
-        runs, phase1 = run_demo(steps=steps, seed=seed, device=device,
-                                callback=lambda stage, step: advance("phase 1: XRM twins" if stage == "xrm" else stage, step))
+        update = stage_updater(progress)
+        runs, phase1 = run_demo(steps=steps, seed=seed, device=device, callback=lambda stage, step: update(
+            "phase 1: XRM twins" if stage == "xrm" else stage, step + 1, steps))
     elapsed = time.perf_counter() - start
     table = Table(title="Figure-1 problem: test accuracy per group (y,a) at the last step",
                   caption="* minority groups; 'train': training WGA; GroupDRO uses true groups (oracle)")
@@ -216,16 +217,15 @@ def run(
 
     start = time.perf_counter()
     with progress_bar() as progress:
+        update = stage_updater(progress)
         if needs_phase1 and phase1 is None:
             total = phase1_config.steps * (folds if heldout == "crossfit" else 1)
-            advance = stage_tracker(progress, {f"phase 1: {heldout}": total})
-            counter = iter(range(total))
-            tick = lambda step, record: advance(f"phase 1: {heldout}", next(counter))  # noqa: E731
+            counter = iter(range(1, total + 1))
+            tick = lambda step, record: update(f"phase 1: {heldout}", next(counter), total)  # noqa: E731
             phase1 = (xrm(dataset, phase1_config, callback=tick) if heldout == "xrm"
                       else crossfit(dataset, folds, phase1_config, callback=tick))
-        advance = stage_tracker(progress, {name: config.steps for name in names})
         runs = {name: fit(dataset, method, config, heldout=phase1,
-                          callback=lambda step, record, name=name: advance(name, step))
+                          callback=lambda step, record, name=name: update(name, step + 1, config.steps))
                 for name, method in method_objs.items()}
 
     results = {"data": str(data), "n_examples": len(dataset), "standardized": standardize,

@@ -12,6 +12,7 @@ from rich.table import Column, Table
 
 from ..errors import MemawareError
 from . import app, user_errors
+from .core import stage_updater
 
 stdout = Console()
 
@@ -95,14 +96,8 @@ def download(
     dl.check_known(name, table)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def advance(filename: str, done: int, total: int | None) -> None:
-            if filename not in tasks:
-                tasks[filename] = bar.add_task(filename, total=total)
-            bar.update(tasks[filename], completed=done, total=total)
-
-        result = dl.download(name, to, table, allow_unverified=unverified, timeout=timeout, progress=advance)
+        result = dl.download(name, to, table, allow_unverified=unverified, timeout=timeout,
+                             progress=stage_updater(bar))
     stdout.print(f"{name}: {'already in' if result.already else 'unpacked into'} {result.target}",
                  highlight=False, soft_wrap=True)
     for f in result.files:

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MemawareError
 from . import app, user_errors
-from .core import progress_bar
+from .core import progress_bar, stage_updater
 
 
 def parse_list(value: str, allowed, option: str) -> tuple[str, ...]:
@@ -21,18 +21,6 @@ def parse_list(value: str, allowed, option: str) -> tuple[str, ...]:
     if not items:
         raise MemawareError(f"{option} is empty")
     return items
-
-
-def stage_progress(progress):
-    """A runner callback (stage, done, total) that keeps one progress task per stage."""
-    tasks = {}
-
-    def update(stage: str, done: int, total: int):
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done, total=total)
-
-    return update
 
 
 @app.command()
@@ -51,7 +39,7 @@ def sweep(
     out = out or Path("runs") / exp.name
     start = time.perf_counter()
     with progress_bar() as progress:
-        summary = run_sweep(exp, out, on_progress=stage_progress(progress))
+        summary = run_sweep(exp, out, on_progress=stage_updater(progress))
     written = write_report(summary, out / "report", exp.report.formats)
     if "md" in exp.report.formats:
         typer.echo((out / "report" / "table.md").read_text())

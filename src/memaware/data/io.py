@@ -140,6 +140,14 @@ def save(ds: Dataset, path: str | os.PathLike) -> Path:
     return path
 
 
+def write_json(path, obj, sort_keys: bool = False) -> None:
+    """Write `obj` as indented JSON (NaN and tensors' floats as numbers), atomically."""
+    import json
+
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, default=float) + "\n"
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from ..errors import MemawareError
-from ..results import VAL_GROUPS_OF_CRITERION, setting_name
-from ..train.loop import criterion_value
+from ..results import setting
+from ..train.loop import criterion_value, selection_key
 from . import store
 from .experiment import DatasetEntry, Experiment
 from .space import draw
@@ -174,8 +174,7 @@ def map_unique(executor: Executor, fn, specs: list, stage: str, on_progress) -> 
 
 def select_combination(search: list[tuple[int, dict]], criterion: str) -> int | None:
     """The combination whose best record under `criterion` has the highest value (ties: val average)."""
-    scored = [(criterion_value(best[criterion], criterion), best[criterion]["val"]["avg_acc"], -i)
-              for i, best in search if criterion in best]
+    scored = [(*selection_key(best[criterion], criterion), -i) for i, best in search if criterion in best]
     scored = [s for s in scored if s[0] is not None]
     return -max(scored)[2] if scored else None
 
@@ -262,7 +261,6 @@ def result_row(exp: Experiment, key: tuple, combination: int, combos: dict, reru
     dataset, method, criterion = key
     spec = combos[(dataset, method, combination)]
     train_groups = create(method, **spec.hparams).group_source or "none"
-    val_groups = VAL_GROUPS_OF_CRITERION[criterion]
     runs = []
     for seed in exp.search.seeds:
         run = reruns[(dataset, method, criterion, seed)]
@@ -275,7 +273,6 @@ def result_row(exp: Experiment, key: tuple, combination: int, combos: dict, reru
                      "val_avg_acc": record["val"]["avg_acc"]})
     return {"dataset": dataset, "method": method, "criterion": criterion, "combination": combination,
             "hparams": spec.hparams, "train": {k: v for k, v in spec.train.items() if k != "seed"},
-            "setting": {"train_groups": train_groups, "val_groups": val_groups,
-                        "name": setting_name(train_groups, val_groups)},
+            "setting": setting(train_groups, criterion),
             "runs": runs}
 

@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..data import io
 from ..data.io import atomic_write
 from ..runinfo import run_info
 from ..train.checkpoint import save_checkpoint
@@ -27,9 +28,8 @@ def spec_key(spec: dict) -> str:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"
-    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    """Write `obj` as indented JSON with sorted keys, atomically."""
+    io.write_json(path, obj, sort_keys=True)
 
 
 def read_json(path: Path):

@@ -30,6 +30,11 @@ def criterion_value(record: dict, criterion: str) -> float | None:
     return record["val"].get(_CRITERION_KEY[criterion])
 
 
+def selection_key(record: dict, criterion: str) -> tuple:
+    """How records compare under `criterion`: its value, then validation average accuracy (higher wins)."""
+    return criterion_value(record, criterion), record["val"]["avg_acc"]
+
+
 @dataclass
 class RunResult:
     """A finished run: its history, and per criterion the best step, its metrics and model state."""
@@ -75,8 +80,7 @@ class BestTracker:
             if value is None or value != value:
                 continue
             current = self.best.get(criterion)
-            key = (value, record["val"]["avg_acc"])
-            if current is None or key > (criterion_value(current, criterion), current["val"]["avg_acc"]):
+            if current is None or selection_key(record, criterion) > selection_key(current, criterion):
                 if state is None:
                     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 self.best[criterion], self.states[criterion] = record, state
@@ -205,7 +209,6 @@ def fit(
         record = None
         last = step == config.steps - 1
         if evaluate_splits and (last or (config.checkpoint_freq and step % config.checkpoint_freq == 0)):
-            check_finite(loss, method.registry_name, step)
             record = {"step": step, "loss": float(loss), **evaluate(predictor, splits, inferred)}
             history.append(record)
             tracker.offer(record, predictor)

@@ -35,8 +35,8 @@ def test_idx_round_trip_plain_and_gzip(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (idx_bytes(np.zeros((2, 3), np.uint8))[:-1], r"truncated or corrupt IDX file \(header says shape \(2, 3\)\)"),
     (b"PK\x03\x04junk", "not an IDX file"),
-    (gzip.compress(idx_bytes(np.zeros(5, np.uint8)))[:-6], "cannot read"),
-])
+    (gzip.compress(idx_bytes(np.zeros(5, np.uint8)), mtime=0)[:-6], "cannot read"),
+], ids=["truncated-idx", "zip-not-idx", "truncated-gzip"])
 def test_corrupt_idx_files(tmp_path, content, message):
     (tmp_path / "bad").write_bytes(content)
     with pytest.raises(DataError, match=message):

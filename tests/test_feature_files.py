@@ -67,7 +67,7 @@ def torch_bytes() -> bytes:
     ("trunc.pt", lambda p: p.write_bytes(torch_bytes()[:40]), r"cannot read as \.pt with weights_only=True"),
     ("tensor.pt", lambda p: torch.save(torch.zeros(3), p), "must hold a dict of tensors with keys x, y, split"),
     ("codes.pt", lambda p: torch.save({"x": torch.zeros(3, 2), "y": torch.tensor([0, 1, 0]),
-                                       "split": torch.tensor([0, 1, 3])}, p), "split' codes must be 0"),
+                                       "split": torch.tensor([0, 1, 3])}, p), "'split' has unknown code 3"),
     ("nox.pt", lambda p: torch.save({"y": torch.tensor([0, 1])}, p), "missing array 'x' .found: y."),
     ("junk.parquet", lambda p: p.write_bytes(b"PAR1 not really parquet"), r"cannot read as \.parquet"),
     ("nosplit.parquet", lambda p: pd.DataFrame({"f": [0.1, 0.2], "y": [0, 1]}).to_parquet(p),

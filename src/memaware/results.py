@@ -57,3 +57,24 @@ def summarize(run: RunResult, criterion: str) -> dict:
 def default_criterion(has_groups: bool, has_inferred: bool) -> str:
     """va_wga with true validation groups, else va_gi_wga with XRM-inferred ones, else worst-class accuracy."""
     return "va_wga" if has_groups else ("va_gi_wga" if has_inferred else "va_wca")
+
+
+def over_seeds(per_seed: dict[int, dict]) -> dict:
+    """One method's results.json entry from its entries per seed: every numeric metric is the mean over
+    seeds (per-group accuracies too), `std` holds each one's standard deviation (ddof=1; None for one
+    seed), `per_seed` each seed's entry; `selected_step`, `hparams`, `train_config` are the first seed's."""
+    import numpy as np
+
+    entries = list(per_seed.values())
+    first = entries[0]
+    numeric = [k for k, v in first.items() if isinstance(v, float) and k != "selected_step"
+               and all(isinstance(e.get(k), float) for e in entries)]
+    nested = [k for k, v in first.items() if k.endswith("group_acc") and isinstance(v, dict)]
+    std = lambda values: float(np.std(values, ddof=1)) if len(values) > 1 else None  # noqa: E731
+    out = {**first, **{k: float(np.mean([e[k] for e in entries])) for k in numeric}}
+    for k in nested:
+        out[k] = {g: float(np.mean([e[k][g] for e in entries if g in e[k]])) for g in first[k]}
+    out["std"] = {k: std([e[k] for e in entries]) for k in numeric}
+    out["seeds"] = list(per_seed)
+    out["per_seed"] = {str(s): e for s, e in per_seed.items()}
+    return out

@@ -1,6 +1,7 @@
 """`memaware demo` and `memaware run`."""
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -9,13 +10,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
-from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..data.io import write_json
 from ..errors import DataError, MemawareError
 from . import app, user_errors
 
@@ -41,6 +40,24 @@ def stage_updater(progress: Progress):
     return update
 
 
+def check_output(path: Path, option: str = "--out", folder: bool = True) -> None:
+    """Fail before any work when `path` cannot be written: a file where a folder is wanted (or the
+    reverse), or a nearest existing parent that is not a writable folder."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise MemawareError(f"{option} {path}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise MemawareError(f"{option} {path}: is a folder; give a file name")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MemawareError(f"{option} {path}: {parent} is a file, not a folder")
+    for target in (parent, *([path] if folder and path.is_dir() else [])):
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise MemawareError(f"{option} {path}: {target} is not writable")
+
+
 @contextmanager
 def output_dir(out: Path):
     """Yield a temporary folder beside `out`; on success its files move into `out`, else nothing is left."""
@@ -56,6 +73,8 @@ def output_dir(out: Path):
 
 
 def train_config(**fields):
+    from pydantic import ValidationError
+
     from ..train import TrainConfig
 
     try:
@@ -85,8 +104,10 @@ def demo(
     device: str = typer.Option("cpu", help="cpu, cuda or auto"),
 ):
     """The paper's Figure-1 experiment: ERM without and with noise, MAT, and oracle GroupDRO."""
-    from ..demo import minority_accuracy, plan, plot_demo, run_demo
+    from ..data.io import write_json
+    from ..demo import minority_accuracy, plot_demo, run_demo
 
+    check_output(out)
     device = resolve_device(device)
     start = time.perf_counter()
     with progress_bar() as progress:
@@ -125,6 +146,8 @@ def demo(
 
 def parse_params(pairs: list[str], methods: list[str]) -> dict[str, dict]:
     """'--param mat.tau=0.01' -> {'mat': {'tau': 0.01}} (values parsed as YAML scalars)."""
+    import yaml
+
     params: dict[str, dict] = {m: {} for m in methods}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -158,13 +181,36 @@ def load_heldout_file(path: Path, data):
         raise DataError(f"{path}: cannot read held-out logits ({type(err).__name__})") from None
 
 
+def parse_names(value: str | None, option: str) -> list[str] | None:
+    """'a, b,c' -> ['a', 'b', 'c']; None stays None; an empty list is an error."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise MemawareError(f"{option} is empty")
+    return names
+
+
+def parse_seeds(value: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in parse_names(value, "--seeds")]
+    except ValueError:
+        raise MemawareError(f"--seeds {value!r}: expected integers separated by commas, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise MemawareError(f"--seeds {value!r}: a seed is repeated")
+    return seeds
+
+
 @app.command()
 @user_errors
 def run(
-    data: Path = typer.Option(..., help="data file: .npz, .csv, .parquet or .pt (see the README's data contract)"),
-    out: Path = typer.Option(..., help="output folder for results.json, history.json and heldout.npz"),
+    data: str = typer.Option(..., help="a data file (.npz, .csv, .parquet, .pt: see the README's data contract) "
+                             "or a registered data set's name (see `memaware datasets`)"),
+    out: Path = typer.Option(..., help="output folder: results.json, history.json, heldout.npz, models/, "
+                             "predictions/"),
     methods: str = typer.Option("erm,mat", help="comma-separated method names (see `memaware methods`)"),
     features: Optional[str] = typer.Option(None, help="comma-separated feature columns (.csv/.parquet)"),
+    ignore: Optional[str] = typer.Option(None, help="comma-separated columns to leave out (.csv/.parquet)"),
     standardize: bool = typer.Option(False, help="scale each feature by its train-split mean and deviation "
                                      "(helps SGD on embeddings of unit norm)"),
     select: str = typer.Option("auto", help="criterion: auto, va_wga, va_gi_wga, va_wca, va_avg"),
@@ -179,28 +225,27 @@ def run(
     weight_decay: float = typer.Option(1e-4),
     arch: str = typer.Option("linear", help="linear or mlp"),
     checkpoint_freq: int = typer.Option(50, help="evaluate every this many steps"),
-    seed: int = typer.Option(0),
+    seeds: str = typer.Option("0", "--seeds", "--seed", help="training seeds, comma-separated (e.g. 0,1,2): "
+                              "results report each metric's mean and std over them; phase 1 uses the first"),
     device: str = typer.Option("cpu", help="cpu, cuda or auto"),
     param: list[str] = typer.Option([], help="method hyperparameter, METHOD.NAME=VALUE (repeatable)"),
 ):
-    """Train methods on your own data and write DIR/results.json."""
-    from ..data import load
-    from ..heldout import crossfit, xrm
+    """Train methods on your own data (or a named data set) and write OUT/results.json."""
     from ..methods import create
-    from ..results import default_criterion, summarize
-    from ..train import CRITERIA, fit
+    from ..saved import open_data
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    if not names:
-        raise MemawareError("--methods is empty")
+    names = parse_names(methods, "--methods")
     hparams = parse_params(param, names)
     method_objs = {name: create(name, **hparams[name]) for name in names}
-    if select != "auto" and select not in CRITERIA:
-        raise MemawareError(f"--select: unknown criterion '{select}' (known: auto, {', '.join(CRITERIA)})")
+    check_criterion(select)
+    seed_list = parse_seeds(seeds)
     config = train_config(steps=steps, lr=lr, batch_size=batch_size or None, optimizer=optimizer, momentum=momentum,
-                          weight_decay=weight_decay, arch=arch, checkpoint_freq=checkpoint_freq, seed=seed,
+                          weight_decay=weight_decay, arch=arch, checkpoint_freq=checkpoint_freq, seed=seed_list[0],
                           device=resolve_device(device))
-    dataset = load(data, features=features.split(",") if features else None)
+    check_output(out)
+    feature_list, ignore_list = parse_names(features, "--features"), parse_names(ignore, "--ignore")
+    dataset = open_data(data, feature_list, ignore_list)
+    stats = dataset.standardization() if standardize else None
     if standardize:
         dataset = dataset.standardized()
     for name, method in method_objs.items():
@@ -210,50 +255,125 @@ def run(
         raise MemawareError(f"--select va_wga needs validation group labels: {data} has no 'a'")
     needs_phase1 = select == "va_gi_wga" or (select == "auto" and not dataset.has_groups) or any(
         m.needs_heldout or m.group_source == "inferred" for m in method_objs.values())
-    phase1_config = config.model_copy(update={"steps": xrm_steps or steps})
     user_heldout = heldout not in ("xrm", "crossfit")
     phase1 = load_heldout_file(Path(heldout), dataset) if user_heldout and needs_phase1 else None
+    from ..results import default_criterion
+
     criterion = select if select != "auto" else default_criterion(dataset.has_groups, needs_phase1)
 
     start = time.perf_counter()
     with progress_bar() as progress:
         update = stage_updater(progress)
         if needs_phase1 and phase1 is None:
-            total = phase1_config.steps * (folds if heldout == "crossfit" else 1)
-            counter = iter(range(1, total + 1))
-            tick = lambda step, record: update(f"phase 1: {heldout}", next(counter), total)  # noqa: E731
-            phase1 = (xrm(dataset, phase1_config, callback=tick) if heldout == "xrm"
-                      else crossfit(dataset, folds, phase1_config, callback=tick))
-        runs = {name: fit(dataset, method, config, heldout=phase1,
-                          callback=lambda step, record, name=name: update(name, step + 1, config.steps))
-                for name, method in method_objs.items()}
-
-    results = {"data": str(data), "n_examples": len(dataset), "standardized": standardize,
-               "group_sizes": dataset.group_sizes(),
-               "methods": {name: summarize(run, criterion) for name, run in runs.items()},
-               "phase1": None if phase1 is None else {"source": phase1.source, "flip_rate": phase1.flip_rate,
-                                                      "degenerate": phase1.degenerate},
-               "info": next(iter(runs.values())).info, "seconds": round(time.perf_counter() - start, 1)}
+            phase1 = run_phase1(dataset, heldout, folds, config.model_copy(update={"steps": xrm_steps or steps}),
+                                update)
+        runs = train_methods(dataset, method_objs, hparams, config, seed_list, phase1, update)
+    elapsed = time.perf_counter() - start
+    source = {"data": str(data), "features": feature_list, "ignore": ignore_list, "standardize": standardize}
+    results = run_results(dataset, runs, criterion, phase1, source, seed_list)
+    results["seconds"] = round(elapsed, 1)
     with output_dir(out) as tmp:
-        write_json(tmp / "results.json", results)
-        write_json(tmp / "history.json", {name: run.history for name, run in runs.items()})
-        if phase1 is not None:
-            phase1.save(tmp / "heldout.npz")
+        write_run_outputs(tmp, results, runs, dataset, phase1, criterion, stats)
     print_results(results, criterion)
-    stdout.print(f"wrote {out / 'results.json'}")
+    stdout.print(f"wrote {out / 'results.json'}, models/ and predictions/ in {elapsed:.1f} s")
+
+
+def check_criterion(select: str) -> None:
+    from ..train.loop import CRITERIA
+
+    if select != "auto" and select not in CRITERIA:
+        raise MemawareError(f"--select: unknown criterion '{select}' (known: auto, {', '.join(CRITERIA)})")
+
+
+def run_phase1(dataset, source: str, folds: int, config, update):
+    """Held-out logits and inferred groups by XRM or cross-fitting, with a progress bar."""
+    from ..heldout import crossfit, xrm
+
+    total = config.steps * (folds if source == "crossfit" else 1)
+    counter = iter(range(1, total + 1))
+    tick = lambda step, record: update(f"phase 1: {source}", next(counter), total)  # noqa: E731
+    return xrm(dataset, config, callback=tick) if source == "xrm" else crossfit(dataset, folds, config, callback=tick)
+
+
+def train_methods(dataset, method_objs: dict, hparams: dict, config, seeds: list[int], phase1, update) -> dict:
+    """{method: {seed: RunResult}}: every method trained once per seed (a fresh method object per run)."""
+    from ..methods import create
+    from ..train import fit
+
+    runs: dict[str, dict] = {name: {} for name in method_objs}
+    for seed in seeds:
+        seeded = config.model_copy(update={"seed": seed})
+        for name in method_objs:
+            label = name if len(seeds) == 1 else f"{name}, seed {seed}"
+            method = method_objs[name] if seed == seeds[0] else create(name, **hparams[name])
+            runs[name][seed] = fit(dataset, method, seeded, heldout=phase1,
+                                   callback=lambda step, record, label=label: update(label, step + 1, config.steps))
+    return runs
+
+
+def run_results(dataset, runs: dict, criterion: str, phase1, source: dict, seeds: list[int]) -> dict:
+    from ..results import over_seeds, summarize
+
+    return {"data": source["data"], "source": source, "n_examples": len(dataset),
+            "n_features": dataset.n_features, "feature_names": dataset.feature_names,
+            "standardized": source["standardize"], "group_sizes": dataset.group_sizes(), "seeds": seeds,
+            "methods": {name: over_seeds({s: summarize(r, criterion) for s, r in per_seed.items()})
+                        for name, per_seed in runs.items()},
+            "phase1": None if phase1 is None else {"source": phase1.source, "flip_rate": phase1.flip_rate,
+                                                   "degenerate": phase1.degenerate},
+            "info": next(iter(next(iter(runs.values())).values())).info}
+
+
+def write_run_outputs(folder: Path, results: dict, runs: dict, dataset, phase1, criterion: str, stats) -> None:
+    """results.json, history.json, heldout.npz, and per method and seed the selected model and its predictions."""
+    from ..data.io import write_json
+    from ..results import selected_record
+    from ..saved import model_path, predictions_frame, predictions_path, save_model, write_table
+    from ..train import TrainConfig
+
+    write_json(folder / "results.json", results)
+    write_json(folder / "history.json", {name: {str(s): r.history for s, r in per_seed.items()}
+                                         for name, per_seed in runs.items()})
+    if phase1 is not None:
+        phase1.save(folder / "heldout.npz")
+    inferred = None if phase1 is None else phase1.inferred
+    for name, per_seed in runs.items():
+        for seed, result in per_seed.items():
+            model = result.model_at(criterion) if criterion in result.best_states else result.model
+            meta = {"method": name, "seed": seed, "criterion": criterion,
+                    "step": selected_record(result, criterion)["step"], "memaware": result.info["memaware"]}
+            save_model(model_path(folder, name, seed), model, TrainConfig(**result.config), dataset, meta, stats)
+            write_table(predictions_frame(model, dataset, inferred), predictions_path(folder, name, seed))
+
+
+METRIC_COLUMNS = {"test WGA": "test_wga", "test avg": "test_avg_acc", "val WGA": "val_wga"}
 
 
 def print_results(results: dict, criterion: str) -> None:
-    table = Table(title=f"test accuracy, selected by {criterion}",
-                  caption="groups: which group labels training / validation used (true, inferred, none)")
-    for col in ("method", "groups", "step", "test WGA", "test avg", "val WGA", "val avg"):
-        table.add_column(col, justify="left" if col in ("method", "groups") else "right", no_wrap=True)
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    """The results table: one row per method (mean ± std over seeds), then one per seed when several."""
+    seeds = results["seeds"]
+    over = f", mean ± std over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""
+    table = Table(title=f"accuracy, selected by {criterion}{over}", box=box.SIMPLE_HEAD, show_edge=False)
+    for col in ("method", "groups", "step", *METRIC_COLUMNS):
+        table.add_column(col, justify="left" if col in ("method", "groups") else "right", no_wrap=True,
+                         min_width=11 if col in METRIC_COLUMNS else None)
+    short = {"true": "true", "inferred": "inf", "none": "-"}
     for name, r in results["methods"].items():
-        groups = f"{r['setting']['train_groups']} / {r['setting']['val_groups']}"
-        table.add_row(name, groups, str(r["selected_step"]), fmt(r["test_wga"]),
-                      fmt(r["test_avg_acc"]), fmt(r["val_wga"]), fmt(r["val_avg_acc"]))
+        groups = f"{short[r['setting']['train_groups']]}/{short[r['setting']['val_groups']]}"
+        step = str(r["selected_step"]) if len(seeds) == 1 else ""
+        table.add_row(name, groups, step, *(mean_std(r[k], r["std"].get(k)) for k in METRIC_COLUMNS.values()))
+        if len(seeds) > 1:
+            for seed, e in r["per_seed"].items():
+                table.add_row(f"  seed {seed}", "", str(e["selected_step"]),
+                              *(mean_std(e[k]) for k in METRIC_COLUMNS.values()), style="dim")
     stdout.print(table)
+    stdout.print("groups: the group labels training/validation used (true, inf: inferred, -: none)")
+
+
+def mean_std(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" + ("" if std is None else f"±{std:.3f}")
 
 
 @app.command("methods")

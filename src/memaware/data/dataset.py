@@ -76,14 +76,16 @@ class Dataset:
     info: dict = field(default_factory=dict)
     attributes: np.ndarray | None = None
     attribute_names: list[str] = field(default_factory=list)
+    feature_names: list[str] | None = None
 
     def __post_init__(self):
         self.x = np.asarray(self.x, dtype=np.float32)
+        self.feature_names = None if self.feature_names is None else [str(n) for n in self.feature_names]
         if self.attributes is not None:
             self.attributes = np.asarray(self.attributes).astype(np.int64)
             self.attribute_names = [str(n) for n in self.attribute_names]
         self.y = _as_int_labels(self.y, "y")
-        self.split = np.asarray(self.split).astype(str)
+        self.split = split_names(self.split)
         self.a = None if self.a is None else _as_int_labels(self.a, "a")
         validate(self)
         self.n_classes = max(self.n_classes, int(self.y.max()) + 1)
@@ -115,15 +117,20 @@ class Dataset:
         return Split(torch.as_tensor(self.x[m]), torch.as_tensor(self.y[m]), a, torch.as_tensor(idx),
                      self.n_classes, self.n_attrs, attributes, tuple(self.attribute_names)).to(device)
 
+    def standardization(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, scale) of each flattened feature on the train split; constant features get scale 1."""
+        train = self.x[self.mask("train")].reshape(int(self.mask("train").sum()), -1)
+        std = train.std(0)
+        return train.mean(0), np.where(std > 0, std, 1.0).astype(np.float32)
+
     def standardized(self) -> "Dataset":
         """A copy with every feature centred and scaled by its mean and deviation on the train split
         (constant features are only centred)."""
-        train = self.x[self.mask("train")].reshape(int(self.mask("train").sum()), -1)
-        mean, std = train.mean(0), train.std(0)
-        x = (self.x.reshape(len(self), -1) - mean) / np.where(std > 0, std, 1.0)
+        mean, scale = self.standardization()
+        x = (self.x.reshape(len(self), -1) - mean) / scale
         info = {**self.info, "standardized": "train mean and deviation"}
         return Dataset(x.reshape(self.x.shape), self.y, self.split, self.a, self.name, self.n_classes,
-                       self.n_attrs, info, self.attributes, self.attribute_names)
+                       self.n_attrs, info, self.attributes, self.attribute_names, self.feature_names)
 
     def group_sizes(self) -> dict[str, dict[str, int]]:
         """Number of examples in each group "y,a" (or class "y" without groups) per split."""
@@ -134,6 +141,18 @@ class Dataset:
             names = [group_name(int(g), self.n_attrs) if self.a is not None else str(int(g)) for g in keys]
             out[s] = {str(k): int(v) for k, v in sorted(zip(*np.unique(names, return_counts=True)))}
         return out
+
+
+def split_names(split) -> np.ndarray:
+    """Split names from names ("train", "val", "test") or integer codes 0, 1, 2, in any input format."""
+    split = np.asarray(split)
+    if split.dtype.kind in "iu" or (split.dtype.kind == "f" and np.all(split == np.round(split))):
+        codes = split.astype(np.int64)
+        bad = codes[(codes < 0) | (codes >= len(SPLITS))]
+        if len(bad):
+            raise DataError(f"'split' has unknown code {int(bad[0])}: expected 0 (train), 1 (val) or 2 (test)")
+        return np.asarray(SPLITS)[codes]
+    return split.astype(str)
 
 
 def _as_int_labels(v, name: str) -> np.ndarray:
@@ -173,7 +192,9 @@ def validate(ds: Dataset) -> None:
         raise DataError(f"features contain NaN or infinite values (row {row}, feature {col})")
     unknown = sorted(set(ds.split.tolist()) - set(SPLITS))
     if unknown:
-        raise DataError(f"'split' has unknown value {unknown[0]!r}: expected train, val or test")
+        raise DataError(f"'split' has unknown value {unknown[0]!r}: expected train, val or test (or 0, 1, 2)")
+    if ds.feature_names is not None and len(ds.feature_names) != ds.n_features:
+        raise DataError(f"{len(ds.feature_names)} feature names for {ds.n_features} features")
     for s in SPLITS:
         if not (ds.split == s).any():
             raise DataError(f"split '{s}' is empty")

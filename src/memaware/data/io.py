@@ -1,9 +1,10 @@
 """Read and write data files in the `memaware run` contract (.npz, .csv, .parquet, .pt).
 
-.npz / .pt: arrays (tensors) `x` (n x d), `y` (n), `split` (n strings, or ints 0/1/2 for .pt),
-optional `a` (n), optional `attributes` (n x m, 0/1) with `attribute_names` (m). .csv / .parquet:
-columns `y`, `split`, optional `a`, optional overlapping attributes `attr:NAME`; every other numeric
-column is a feature unless `features` names the columns to use.
+.npz / .pt: arrays (tensors) `x` (n x d), `y` (n), `split` (n), optional `a` (n), optional `attributes`
+(n x m, 0/1) with `attribute_names` (m). .csv / .parquet: columns `y`, `split`, optional `a`, optional
+overlapping attributes `attr:NAME`; every other column is a feature unless `features` names the
+columns to use or `ignore` leaves some out; a non-numeric column that is neither is an error. In every
+format `split` holds names (train, val, test) or codes (0, 1, 2).
 """
 from __future__ import annotations
 
@@ -14,22 +15,31 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .dataset import SPLITS, Dataset
+from .dataset import Dataset
 
 SUFFIXES = (".npz", ".csv", ".parquet", ".pt")
 ATTRIBUTE_PREFIX = "attr:"  # table columns of overlapping 0/1 attributes, e.g. "attr:female"
 
 
-def load(path: str | os.PathLike, features: list[str] | None = None, name: str | None = None) -> Dataset:
-    """Load a data file into a validated Dataset; any problem raises DataError naming the file."""
+def load(path: str | os.PathLike, features: list[str] | None = None, name: str | None = None,
+         ignore: list[str] | None = None) -> Dataset:
+    """Load a data file into a validated Dataset; any problem raises DataError naming the file.
+
+    `features` (columns to use) and `ignore` (columns to leave out) apply to .csv and .parquet only.
+    """
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise DataError(f"{path}: unknown extension '{path.suffix}', expected one of {', '.join(SUFFIXES)}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        reader = {".npz": _read_npz, ".pt": _read_pt}.get(path.suffix, _read_table)
-        arrays = reader(path, features) if reader is _read_table else reader(path)
+        if path.suffix in (".npz", ".pt"):
+            if features or ignore:
+                raise DataError(f"--{'features' if features else 'ignore'} chooses columns of .csv and .parquet "
+                                f"files; a {path.suffix} file has one array 'x' of features")
+            arrays = (_read_npz if path.suffix == ".npz" else _read_pt)(path)
+        else:
+            arrays = _read_table(path, features, ignore or [])
         return Dataset(name=name or path.stem, **arrays)
     except DataError as err:
         raise DataError(f"{path}: {err}") from None
@@ -54,11 +64,6 @@ def _read_pt(path: Path) -> dict:
     if not isinstance(obj, dict):
         raise DataError("a .pt file must hold a dict of tensors with keys x, y, split")
     arrays = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in obj.items()}
-    if "split" in arrays and arrays["split"].dtype.kind in "iu":
-        codes = arrays["split"]
-        if codes.min() < 0 or codes.max() > 2:
-            raise DataError("integer 'split' codes must be 0 (train), 1 (val) or 2 (test)")
-        arrays["split"] = np.asarray(SPLITS)[codes]
     return _pick_arrays(arrays)
 
 
@@ -75,34 +80,49 @@ def _pick_arrays(arrays: dict) -> dict:
     return out
 
 
-def _read_table(path: Path, features: list[str] | None) -> dict:
+def read_table(path: Path):
+    """A .csv or .parquet file as a pandas DataFrame (DataError when it cannot be read)."""
     import pandas as pd
 
     try:
-        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except Exception as err:
         raise DataError(f"cannot read as {path.suffix} ({type(err).__name__}: {err})".splitlines()[0]) from None
+
+
+def feature_columns(df, features: list[str] | None, ignore: list[str]) -> list[str]:
+    """The feature columns of a table: `features` if given, else every column that is not y, split, a,
+    an `attr:` attribute or in `ignore`; every one must exist and be numeric."""
+    import pandas as pd
+
+    for c in [*(features or []), *ignore]:
+        if c not in df.columns:
+            raise DataError(f"column '{c}' not found (found: {', '.join(map(str, df.columns))})")
+    if features is None:
+        reserved = {"y", "split", "a", *ignore}
+        features = [c for c in df.columns if c not in reserved and not str(c).startswith(ATTRIBUTE_PREFIX)]
+    if not features:
+        raise DataError("no feature columns")
+    for c in features:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise DataError(f"column '{c}' is not numeric (e.g. {df[c].iloc[0]!r}): choose the feature columns "
+                            f"with --features, or leave it out with --ignore {c}")
+    return [str(c) for c in features]
+
+
+def _read_table(path: Path, features: list[str] | None, ignore: list[str]) -> dict:
+    df = read_table(path)
     for col in ("y", "split"):
         if col not in df.columns:
             raise DataError(f"missing column '{col}' (found: {', '.join(map(str, df.columns))})")
-    reserved = {"y", "split", "a"}
     attribute_columns = [c for c in df.columns if str(c).startswith(ATTRIBUTE_PREFIX)]
-    if features is None:
-        features = [c for c in df.columns if c not in reserved and c not in attribute_columns
-                    and pd.api.types.is_numeric_dtype(df[c])]
-    missing = [c for c in features if c not in df.columns]
-    if missing:
-        raise DataError(f"feature column '{missing[0]}' not found")
-    if not features:
-        raise DataError("no numeric feature columns")
-    for c in features:
-        if not pd.api.types.is_numeric_dtype(df[c]):
-            raise DataError(f"feature column '{c}' is not numeric")
+    features = feature_columns(df, features, ignore)
     y = df["y"].to_numpy()
     if y.dtype == object:
         raise DataError(f"'y' must hold integer labels, found {y[0]!r}")
     a = df["a"].to_numpy() if "a" in df.columns else None
-    out = {"x": df[features].to_numpy(dtype=np.float32), "y": y, "split": df["split"].astype(str).to_numpy(), "a": a}
+    out = {"x": df[features].to_numpy(dtype=np.float32), "y": y, "split": df["split"].to_numpy(), "a": a,
+           "feature_names": features}
     if attribute_columns:
         out.update(attributes=df[attribute_columns].to_numpy(),
                    attribute_names=[c[len(ATTRIBUTE_PREFIX):] for c in attribute_columns])
@@ -126,7 +146,7 @@ def save(ds: Dataset, path: str | os.PathLike) -> Path:
             import pandas as pd
 
             x = ds.x.reshape(len(ds), -1)
-            df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+            df = pd.DataFrame(x, columns=ds.feature_names or [f"f{i}" for i in range(x.shape[1])])
             df["y"] = ds.y
             if ds.a is not None:
                 df["a"] = ds.a

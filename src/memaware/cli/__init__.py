@@ -38,10 +38,24 @@ def user_errors(fn):
     return wrapper
 
 
+def show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"memaware {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                         help="print the version and exit")):
+    """Memorization-aware training (MAT) and its baselines."""
+
+
 def main() -> None:
     from . import core  # noqa: F401  (registers commands)
 
-    for module in ("data", "featurize", "sweep"):
+    for module in ("data", "featurize", "predict", "sweep"):
         try:
             __import__(f"{__name__}.{module}")
         except ModuleNotFoundError as err:

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Column, Table
 
 from ..errors import MemawareError
 from . import app, user_errors
-from .core import stage_updater
+from .core import check_output, stage_updater
 
 stdout = Console()
 
@@ -52,11 +53,15 @@ def datasets(
         return print_json(row) if as_json else print_dataset(row)
     if as_json:
         return print_json(rows)
-    table = Table(Column("name", no_wrap=True), "kind", "available here", "needs", "description")
+    fit = lambda key: Column(key, no_wrap=True, min_width=max(len(r[key]) for r in rows))  # noqa: E731
+    table = Table(fit("name"), fit("kind"), Column("here", no_wrap=True, min_width=4),
+                  Column("description", no_wrap=True, overflow="ellipsis", ratio=1), box=box.SIMPLE_HEAD,
+                  show_edge=False, expand=True)
     for r in rows:
-        table.add_row(r["name"], r["kind"], "yes" if r["available"] else f"no: {r['reason']}", r["needs"],
-                      r["description"])
+        table.add_row(r["name"], r["kind"], "yes" if r["available"] else "no", r["description"])
     stdout.print(table)
+    stdout.print("`memaware datasets NAME` shows what a data set needs, why it is not available here, and its "
+                 "group sizes.", highlight=False)
 
 
 def print_json(obj) -> None:
@@ -94,6 +99,8 @@ def download(
     if list_sources or name is None:
         return print_sources(dl.describe_sources(table))
     dl.check_known(name, table)
+    if to is not None:
+        check_output(to, "--to")
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         result = dl.download(name, to, table, allow_unverified=unverified, timeout=timeout,

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from ..errors import DataError, MemawareError
 from . import app, user_errors
-from .core import progress_bar, resolve_device
+from .core import check_output, progress_bar, resolve_device
 
 stdout = Console()
 
@@ -64,6 +64,7 @@ def featurize(
 
     if out.suffix not in (".npz", ".parquet", ".csv"):
         raise MemawareError(f"--out {out}: use .npz, .parquet or .csv")
+    check_output(out, folder=False)
     device = resolve_device(device)
     cache = None if no_cache else (cache_dir or default_cache_dir())
     data = read_input(source, layout)

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MemawareError
 from . import app, user_errors
-from .core import progress_bar, stage_updater
+from .core import check_output, progress_bar, stage_updater
 
 
 def parse_list(value: str, allowed, option: str) -> tuple[str, ...]:
@@ -37,6 +37,7 @@ def sweep(
 
     exp = load_experiment(experiment, set_)
     out = out or Path("runs") / exp.name
+    check_output(out)
     start = time.perf_counter()
     with progress_bar() as progress:
         summary = run_sweep(exp, out, on_progress=stage_updater(progress))
@@ -70,6 +71,7 @@ def report(
         raise MemawareError(f"{path}: cannot read ({type(err).__name__})") from None
     formats = parse_list(format, tuple(WRITERS), "--format")
     label_free = parse_list(criterion, LABEL_FREE, "--criterion") if criterion else None
+    check_output(out or folder / "report")
     written = write_report(summary, out or folder / "report", formats, label_free)
     if "md" in formats:
         typer.echo(written[formats.index("md")].read_text())

@@ -84,9 +84,9 @@ class Dataset:
         if self.attributes is not None:
             self.attributes = np.asarray(self.attributes).astype(np.int64)
             self.attribute_names = [str(n) for n in self.attribute_names]
-        self.y = _as_int_labels(self.y, "y")
+        self.y = int_labels(self.y, "y")
         self.split = split_names(self.split)
-        self.a = None if self.a is None else _as_int_labels(self.a, "a")
+        self.a = None if self.a is None else int_labels(self.a, "a")
         validate(self)
         self.n_classes = max(self.n_classes, int(self.y.max()) + 1)
         if self.a is not None:
@@ -155,7 +155,7 @@ def split_names(split) -> np.ndarray:
     return split.astype(str)
 
 
-def _as_int_labels(v, name: str) -> np.ndarray:
+def int_labels(v, name: str) -> np.ndarray:
     v = np.asarray(v)
     if v.ndim != 1:
         raise DataError(f"'{name}' must be one-dimensional, got shape {v.shape}")

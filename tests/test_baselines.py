@@ -77,13 +77,31 @@ def test_jtt_draws_the_first_models_errors_lambda_up_times_as_often():
     y = (x[:, 0] > 0).long()
     y[flipped] = 1 - y[flipped]
     config = mw.TrainConfig(steps=50, lr=0.5, momentum=0.0)
-    method = create("jtt", first_steps=50, upweight=20.0)
+    method = create("jtt", first_epochs=50, upweight=20.0)  # full batch: 50 steps
     method.setup(context(y, x=x, config=config))
     method.wrap_model(mw.train.build_model(1, 2, config, torch.Generator().manual_seed(0)))
     assert torch.nonzero(method.errors).squeeze(1).tolist() == flipped
     freq = draw_frequencies(method.sampler(256), n)
     expected = 2 * 20 / (2 * 20 + (n - 2))  # 0.513; with the sign reversed it would be 0.003
     assert float(freq[flipped].sum()) == pytest.approx(expected, abs=0.02)
+
+
+def test_jtt_first_model_trains_for_epochs_of_the_run_batch_size(monkeypatch):
+    import memaware.methods.jtt as jtt_module
+    from memaware.methods.two_stage import epochs_to_steps
+
+    assert epochs_to_steps(2, 26_000, 64) == 813 and epochs_to_steps(0.5, 100, None) == 1
+    assert epochs_to_steps(3, 100, None) == 3 and epochs_to_steps(1, 100, 30) == 4
+    steps = []
+    monkeypatch.setattr(jtt_module, "train_first_model", lambda model, ctx, n, name: steps.append(n) or model)
+    y = torch.tensor([0, 1] * 50)
+    method = create("jtt", first_epochs=5)
+    method.setup(context(y, x=torch.randn(100, 2), config=mw.TrainConfig(batch_size=32)))
+    try:
+        method.wrap_model(torch.nn.Linear(2, 2))
+    except MemawareError:
+        pass  # the untrained stand-in model may predict a single class
+    assert steps == [16]  # ceil(5 * 100 / 32)
 
 
 # AFR
@@ -202,4 +220,4 @@ def test_jtt_refuses_a_first_model_that_predicts_a_single_class():
     data = Dataset(np.zeros((n, 3)), y, np.array(["train", "val", "test", "train"] * (n // 4)))
     config = mw.TrainConfig(steps=5, lr=0.1, checkpoint_freq=0)
     with pytest.raises(MemawareError, match="predicts a single class"):
-        mw.fit(data, mw.create("jtt", first_steps=50), config)
+        mw.fit(data, mw.create("jtt", first_epochs=50), config)

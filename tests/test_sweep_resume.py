@@ -135,3 +135,30 @@ def test_a_diverging_run_is_finished_as_failed_and_selection_passes_it_over(tmp_
     assert result["best"] == {} and "loss became nan" in done["error"]
     fine = execute_run(tiny_spec(), tmp_path)
     assert select_combination([(0, result["best"]), (1, fine["best"])], "va_wga") == 1
+
+
+def stamp_other_version(folder: Path) -> None:
+    spec = json.loads((folder / "spec.json").read_text())
+    spec["run_info"]["memaware_code"] = "0.0.1+0123456789ab"
+    (folder / "spec.json").write_text(json.dumps(spec))
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["rerun", "reuse"])
+def test_runs_of_another_memaware_version_are_rerun_unless_asked(tmp_path, reuse):
+    from typer.testing import CliRunner
+
+    import memaware.cli.sweep  # noqa: F401  (registers the command)
+    from memaware.cli import app
+
+    out = tmp_path / "sweep"
+    args = ["sweep", str(TINY), "--out", str(out), "--set", "search.combinations=2"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    old = done_runs(out)[0]
+    stamp_other_version(old)
+    (old / "best.json").write_text("{}")  # what the other version found: reused only when asked
+    result = CliRunner().invoke(app, args + (["--reuse-runs-from-other-versions"] if reuse else []))
+    assert result.exit_code == 0, result.output
+    assert "written by other memaware code (1 by 0.0.1+0123456789ab" in result.stderr
+    assert ("reusing them" if reuse else "running them again") in result.stderr
+    assert (store.read_best(old) == {}) == reuse
+    assert (store.written_by(old) == "0.0.1+0123456789ab") == reuse

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import platform
 import sys
+from pathlib import Path
 
 
 def device_name(device) -> str:
@@ -15,6 +17,17 @@ def device_name(device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+def code_version() -> str:
+    """memaware's version and a fingerprint of its source files: runs written by other code differ here."""
+    from . import __version__
+
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
 def run_info(device="cpu") -> dict:
     """Versions of Python, memaware and its key dependencies, the device and the time."""
     import numpy
@@ -24,6 +37,7 @@ def run_info(device="cpu") -> dict:
 
     return {
         "memaware": __version__,
+        "memaware_code": code_version(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": numpy.__version__,

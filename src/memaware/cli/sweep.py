@@ -29,18 +29,22 @@ def sweep(
     experiment: Path = typer.Argument(..., help="experiment file (.yaml, .yml or .toml)"),
     out: Optional[Path] = typer.Option(None, help="sweep folder (default: runs/NAME); rerun to resume"),
     set_: list[str] = typer.Option([], "--set", help="override a setting, KEY=VALUE with dotted keys (repeatable)"),
+    reuse: bool = typer.Option(False, "--reuse-runs-from-other-versions", "--reuse",
+                               help="keep finished runs that another memaware version wrote (default: rerun them)"),
 ):
     """Run (or resume) the sweep of an experiment file, then write its report into OUT/report."""
     from ..report import write_report
     from ..sweep.experiment import load_experiment
     from ..sweep.runner import run_sweep
+    from ..sweep.store import other_version_runs
 
     exp = load_experiment(experiment, set_)
     out = out or Path("runs") / exp.name
     check_output(out)
+    say_other_versions(other_version_runs(out), reuse)
     start = time.perf_counter()
     with progress_bar() as progress:
-        summary = run_sweep(exp, out, on_progress=stage_updater(progress))
+        summary = run_sweep(exp, out, on_progress=stage_updater(progress), reuse_other_versions=reuse)
     written = write_report(summary, out / "report", exp.report.formats)
     if "md" in exp.report.formats:
         typer.echo((out / "report" / "table.md").read_text())
@@ -48,11 +52,25 @@ def sweep(
                  f"{time.perf_counter() - start:.1f} s; wrote {', '.join(str(p) for p in written)}")
 
 
+def say_other_versions(counts: dict[str, int], reuse: bool) -> None:
+    """Tell the user that finished runs were written by other memaware code, and what happens to them."""
+    from ..runinfo import code_version
+
+    if not counts:
+        return
+    found = ", ".join(f"{n} by {version}" for version, n in sorted(counts.items()))
+    action = ("reusing them (--reuse-runs-from-other-versions)" if reuse else
+              "running them again; pass --reuse-runs-from-other-versions to keep them")
+    typer.echo(f"note: finished runs here were written by other memaware code ({found}; this is "
+               f"{code_version()}): {action}", err=True)
+
+
 @app.command()
 @user_errors
 def report(
     folder: Path = typer.Argument(..., help="a sweep folder (holding summary.json)"),
-    format: str = typer.Option("md,csv,tex", "--format", help="comma-separated: md, csv, tex"),
+    format: str = typer.Option("md,csv,tex", "--format", help="comma-separated: md, csv, tex, html (one "
+                               "self-contained page with the figures)"),
     criterion: Optional[str] = typer.Option(
         None, help="label-free criteria for 'no group labels anywhere', comma-separated: va_gi_wga, va_wca, "
                    "va_avg (default: the experiment's report.label_free)"),
@@ -69,10 +87,15 @@ def report(
         summary = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise MemawareError(f"{path}: cannot read ({type(err).__name__})") from None
-    formats = parse_list(format, tuple(WRITERS), "--format")
+    formats = parse_list(format, (*WRITERS, "html"), "--format")
     label_free = parse_list(criterion, LABEL_FREE, "--criterion") if criterion else None
     check_output(out or folder / "report")
-    written = write_report(summary, out or folder / "report", formats, label_free)
+    tables = tuple(f for f in formats if f != "html")
+    written = write_report(summary, out or folder / "report", tables, label_free)
+    if "html" in formats:
+        from ..report.html import sweep_html, write_html
+
+        written.append(write_html(sweep_html(summary, folder, label_free), (out or folder / "report") / "report.html"))
     if "md" in formats:
-        typer.echo(written[formats.index("md")].read_text())
+        typer.echo(written[tables.index("md")].read_text())
     typer.echo(f"wrote {', '.join(str(p) for p in written)}")

@@ -1,7 +1,7 @@
 """Just train twice (JTT): upweight the training errors of a briefly trained ERM model.
 
-Stage 1 trains a copy of the model by ERM for `first_steps` steps on the train split (in
-`wrap_model`, before the loop starts). Its training errors (argmax != y) form the error set. Stage 2
+Stage 1 trains a copy of the model by ERM for `first_epochs` passes over the train split, with the
+run's optimizer and batch size (in `wrap_model`, before the loop starts). Its training errors (argmax != y) form the error set. Stage 2
 is the loop itself: the model trains from its initial weights on batches where each error example is
 drawn with weight `upweight` (lambda_up) and every other example with weight 1, which in expectation
 equals the paper's duplication of the error set lambda_up times. Groups are not used.
@@ -12,7 +12,7 @@ import torch
 
 from ..errors import MemawareError
 from .base import Method, WeightedSampler, register
-from .two_stage import train_first_model, training_errors
+from .two_stage import epochs_to_steps, train_first_model, training_errors
 
 
 def jtt_weights(error: torch.Tensor, upweight: float) -> torch.Tensor:
@@ -23,17 +23,19 @@ def jtt_weights(error: torch.Tensor, upweight: float) -> torch.Tensor:
 @register()
 class JTT(Method):
     name = "jtt"
-    defaults = {"first_steps": 100, "upweight": 20.0}
-    bounds = {"first_steps": (1, float("inf")), "upweight": (1.0, float("inf"))}
-    space = {"first_steps": lambda rng: int(round(10 ** rng.uniform(1, 3))),
-             "upweight": lambda rng: float(rng.choice([2, 5, 10, 20, 50, 100]))}
+    defaults = {"first_epochs": 2.0, "upweight": 5.0}
+    bounds = {"first_epochs": (0.01, 1000.0), "upweight": (1.0, float("inf"))}
+    batched = True  # the first models train one by one as the runs are set up; the second stage is stacked
+    space = {"first_epochs": lambda rng: float(rng.choice([1, 2, 5, 10, 20])),
+             "upweight": lambda rng: float(rng.choice([4, 5, 6, 20, 50, 100]))}
 
     def wrap_model(self, model):
-        first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
+        steps = epochs_to_steps(self.hparams["first_epochs"], len(self.ctx.y), self.ctx.config.batch_size)
+        first = train_first_model(model, self.ctx, steps, self.name)
         self.errors = training_errors(first, self.ctx.x, self.ctx.y)
         if len(torch.unique(self.ctx.y[self.errors == 0])) < 2:
             raise MemawareError("jtt: the first model predicts a single class, so its errors are a whole class; "
-                                "raise first_steps or the learning rate")
+                                "raise first_epochs or the learning rate")
         return model
 
     def sampler(self, batch_size):

@@ -7,6 +7,7 @@ for a given number of steps, on all training examples or a pool of them.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,11 @@ def train_first_model(model: nn.Module, ctx: TrainContext, steps: int | None, na
 
     optimize(first, config, sampler, batch_loss, name=f"{name} (first stage)")
     return first.eval()
+
+
+def epochs_to_steps(epochs: float, n: int, batch_size: int | None) -> int:
+    """Optimizer steps for `epochs` passes over `n` examples in batches of `batch_size` (None: full batch)."""
+    return max(1, math.ceil(epochs * n / (batch_size or n)))
 
 
 def split_head(model: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:

@@ -100,13 +100,14 @@ def run_dir(root: Path, key: str) -> Path:
     return Path(root) / "runs" / key
 
 
-def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None) -> dict:
+def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None,
+                   reuse_other_versions: bool = False) -> dict:
     """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy."""
     from ..heldout import HeldOut, crossfit, xrm
     from ..train import TrainConfig
 
     folder = phase1_dir(root, spec.key)
-    if not store.is_done(folder):
+    if not store.is_reusable(folder, reuse_other_versions):
         store.fresh(folder)
         data = (data or DataCache())(spec.dataset, spec.dataset_args)
         config = TrainConfig(**spec.train)
@@ -119,13 +120,13 @@ def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None) 
             "heldout": HeldOut.load(folder / "heldout.npz")}
 
 
-def execute_run(spec: RunSpec, root: Path, data: DataCache | None = None) -> dict:
+def execute_run(spec: RunSpec, root: Path, data: DataCache | None = None, reuse_other_versions: bool = False) -> dict:
     """Run (or read back) one training run; returns its key and best records per criterion."""
     from ..heldout import HeldOut
     from ..train import TrainConfig, fit
 
     folder = run_dir(root, spec.key)
-    if not store.is_done(folder):
+    if not store.is_reusable(folder, reuse_other_versions):
         store.fresh(folder)
         data = (data or DataCache())(spec.dataset, spec.dataset_args)
         heldout = None if spec.phase1 is None else HeldOut.load(phase1_dir(root, spec.phase1) / "heldout.npz")
@@ -180,17 +181,21 @@ def select_combination(search: list[tuple[int, dict]], criterion: str) -> int | 
 
 
 def run_sweep(exp: Experiment, root, executor: Executor | None = None,
-              on_progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Run (or resume) the sweep of `exp` under `root`; writes and returns root/summary.json's content."""
+              on_progress: Callable[[str, int, int], None] | None = None, reuse_other_versions: bool = False) -> dict:
+    """Run (or resume) the sweep of `exp` under `root`; writes and returns root/summary.json's content.
+
+    Finished runs are read back, not redone, when this memaware code wrote them (or always, with
+    `reuse_other_versions`); runs written by other code are run again.
+    """
     root = Path(root)
     executor = executor or LocalExecutor()
     on_progress = on_progress or (lambda stage, done, total: None)
     data = DataCache()
-    train = functools.partial(execute_run, root=root, data=data)
+    train = functools.partial(execute_run, root=root, data=data, reuse_other_versions=reuse_other_versions)
     check_available(exp)
     store.remove_stale_temporaries(root)
     store.write_json(root / "experiment.json", exp.model_dump())
-    phase1 = run_phase1(exp, root, executor, on_progress, data)
+    phase1 = run_phase1(exp, root, executor, on_progress, data, reuse_other_versions)
     phase1_key = {d.key: phase1.get(d.key, {}).get("key") for d in exp.datasets}
     combos = {(d.key, m, i): run_spec(exp, d, m, i, exp.search.seeds[0], phase1_key[d.key])
               for d in exp.datasets for m in exp.methods for i in range(exp.search.combinations)}
@@ -234,14 +239,16 @@ def entry_of(exp: Experiment, key: str) -> DatasetEntry:
     return next(d for d in exp.datasets if d.key == key)
 
 
-def run_phase1(exp: Experiment, root: Path, executor: Executor, on_progress, data: DataCache) -> dict[str, dict]:
+def run_phase1(exp: Experiment, root: Path, executor: Executor, on_progress, data: DataCache,
+               reuse_other_versions: bool = False) -> dict[str, dict]:
     """Phase 1 on every data set; per data set the selected run's key, flip rate and the candidates'."""
     from ..heldout import select_xrm_run
 
     if not needs_phase1(exp):
         return {}
     specs = {d.key: phase1_specs(exp, d) for d in exp.datasets}
-    done = map_unique(executor, functools.partial(execute_phase1, root=root, data=data),
+    done = map_unique(executor, functools.partial(execute_phase1, root=root, data=data,
+                                                  reuse_other_versions=reuse_other_versions),
                       [s for group in specs.values() for s in group], "phase 1", on_progress)
     out = {}
     for name, group in specs.items():

@@ -4,7 +4,8 @@ A run directory holds spec.json (the specification, versions and device), histor
 record a line), best.json (per criterion: step, validation and test metrics), checkpoint-<criterion>.pt,
 and `done`, written last and atomically. A run that fails with a user-level error (a diverging learning
 rate) is finished too: its best.json is empty and `done` holds the error, so selection passes it over. A directory without `done` is an interrupted run: it is
-cleared and run again. A directory with `done` is never redone.
+cleared and run again. A directory with `done` is never redone, unless other memaware code wrote it
+(spec.json records the code version): such runs are redone unless the sweep is told to reuse them.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..data import io
 from ..data.io import atomic_write
-from ..runinfo import run_info
+from ..runinfo import code_version, run_info
 from ..train.checkpoint import save_checkpoint
 
 DONE = "done"
@@ -44,6 +45,30 @@ def remove_stale_temporaries(root: Path) -> None:
 
 def is_done(folder: Path) -> bool:
     return (Path(folder) / DONE).is_file()
+
+
+def written_by(folder: Path) -> str | None:
+    """The memaware code version that wrote a run folder (None for folders older than that record)."""
+    try:
+        return read_json(Path(folder) / "spec.json")["run_info"].get("memaware_code")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def is_reusable(folder: Path, reuse_other_versions: bool = False) -> bool:
+    """A finished run that this code wrote (or any finished run, with `reuse_other_versions`)."""
+    return is_done(folder) and (reuse_other_versions or written_by(folder) == code_version())
+
+
+def other_version_runs(root: Path) -> dict[str, int]:
+    """Finished runs under a sweep folder written by other code versions: version -> count."""
+    counts: dict[str, int] = {}
+    current = code_version()
+    for done in Path(root).glob("*/*/" + DONE):
+        version = written_by(done.parent)
+        if version != current:
+            counts[str(version)] = counts.get(str(version), 0) + 1
+    return counts
 
 
 def fresh(folder: Path) -> Path:

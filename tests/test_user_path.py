@@ -213,3 +213,13 @@ def test_split_codes_and_names_are_accepted_by_every_format(tmp_path):
     frame.to_parquet(tmp_path / "codes.parquet")
     for name in ("codes.npz", "codes.pt", "codes.csv", "codes.parquet"):
         assert np.array_equal(load(tmp_path / name).split, ds.split), name
+
+
+def test_a_named_data_set_can_be_standardized_on_its_train_split():
+    from memaware.data.registry import load_dataset
+
+    raw = load_dataset("figure1", n=50, d=6, seed=0)
+    data = load_dataset("figure1", n=50, d=6, seed=0, standardize=True)
+    train = data.x[data.mask("train")]
+    assert np.allclose(train.mean(0), 0, atol=1e-5) and np.allclose(train.std(0), 1, atol=1e-4)
+    assert not np.allclose(raw.x[raw.mask("train")].std(0), 1, atol=1e-2)

@@ -44,11 +44,12 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def load_dataset(name: str, options: dict | None = None, **required) -> Dataset:
+def load_dataset(name: str, options: dict | None = None, *, standardize: bool = False, **required) -> Dataset:
     """Load the registered data set `name`.
 
     `options` go to its loader where the loader takes them (e.g. cache_dir, device); `required` options
     must be taken (a MemawareError otherwise). An unavailable data set raises a MemawareError with the reason.
+    `standardize` scales every feature by its train-split mean and deviation (Dataset.standardized).
     """
     import inspect
 
@@ -65,7 +66,8 @@ def load_dataset(name: str, options: dict | None = None, **required) -> Dataset:
         if key not in accepted and not takes_any:
             raise MemawareError(f"data set '{name}' does not take the option '{key}'")
     chosen = {k: v for k, v in (options or {}).items() if k in accepted}
-    return spec.load(**chosen, **required)
+    data = spec.load(**chosen, **required)
+    return data.standardized() if standardize else data
 
 
 def _register_builtin() -> None:

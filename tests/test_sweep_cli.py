@@ -96,7 +96,7 @@ def test_a_bad_experiment_file_is_a_one_line_error_with_exit_code_2(tmp_path, te
 
 @pytest.mark.parametrize("args, message", [
     (["report", "{tmp}"], "no summary.json here"),
-    (["report", "{out}", "--format", "html"], "--format: unknown value 'html'"),
+    (["report", "{out}", "--format", "pdf"], "--format: unknown value 'pdf'"),
     (["report", "{out}", "--criterion", "va_wga"], "--criterion: unknown value 'va_wga'"),
 ])
 def test_report_errors_are_one_line_with_exit_code_2(swept, tmp_path, args, message):

@@ -2,7 +2,9 @@
 
 Keys: test_wga, test_avg_acc, test_wca, test_group_acc ("y,a" -> accuracy), val_wga, val_avg_acc,
 val_wca, val_gi_wga, criterion, selected_step, hparams, train_config, setting; with overlapping
-attributes also test_overlap_wga, test_overlap_group_acc ("y=k,NAME" -> accuracy), val_overlap_wga.
+attributes also test_overlap_wga, test_overlap_group_acc ("y=k,NAME" -> accuracy), val_overlap_wga;
+and test_/val_ + each of SCORE_KEYS (balanced accuracy, macro-F1, AUROC, ECE, worst-group ECE; None
+where not measured, e.g. worst-group ECE without group labels).
 """
 from __future__ import annotations
 
@@ -30,6 +32,14 @@ def selected_record(run: RunResult, criterion: str) -> dict:
     return run.history[-1] if criterion == "last" else run.selected(criterion)
 
 
+SCORE_KEYS = ("balanced_acc", "macro_f1", "auroc", "ece", "worst_group_ece")
+
+
+def scores(record: dict) -> dict:
+    """test_<key> and val_<key> for each of SCORE_KEYS in one evaluation record."""
+    return {f"{split}_{key}": record[split].get(key) for split in ("test", "val") for key in SCORE_KEYS}
+
+
 def summarize(run: RunResult, criterion: str) -> dict:
     """The results.json entry of one run selected by `criterion`."""
     record = selected_record(run, criterion)
@@ -45,6 +55,7 @@ def summarize(run: RunResult, criterion: str) -> dict:
         "val_avg_acc": val["avg_acc"],
         "val_wca": val["wca"],
         "val_gi_wga": val.get("gi_wga"),
+        **scores(record),
         "criterion": criterion,
         "selected_step": record["step"],
         "method": run.method,

@@ -1,11 +1,12 @@
 """The `memaware` command line: a thin typer app over the library.
 
-Each area registers its commands from its own module (core, data, sweep). Errors of the user's input
+Each area registers its commands from its own module (COMMAND_MODULES). Errors of the user's input
 (MemawareError) print as one line and exit with code 2, without a traceback.
 """
 from __future__ import annotations
 
 import functools
+import importlib
 
 import typer
 from rich.console import Console
@@ -52,14 +53,16 @@ def options(version: bool = typer.Option(False, "--version", callback=show_versi
     """Memorization-aware training (MAT) and its baselines."""
 
 
-def main() -> None:
-    from . import core  # noqa: F401  (registers commands)
+COMMAND_MODULES = ("core", "data", "featurize", "predict", "sweep", "analyze")
 
-    for module in ("data", "featurize", "predict", "sweep"):
-        try:
-            __import__(f"{__name__}.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{module}":
-                raise
+
+def register_commands() -> None:
+    """Import the modules that register the commands (none imports PyTorch before a command runs)."""
+    for module in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def main() -> None:
+    register_commands()
     app(prog_name="memaware")
 

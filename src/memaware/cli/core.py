@@ -12,8 +12,9 @@ from typing import Optional
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import DataError, MemawareError
 from . import app, user_errors
@@ -21,20 +22,30 @@ from . import app, user_errors
 stdout = Console()
 
 
+class ExamplesPerSecond(ProgressColumn):
+    """Examples a second, for a task whose steps take `batch` examples each (blank for other tasks)."""
+
+    def render(self, task) -> Text:
+        batch = task.fields.get("batch")
+        return Text("" if not batch or not task.speed else f"{task.speed * batch:,.0f} ex/s")
+
+
 @contextmanager
 def progress_bar():
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               ExamplesPerSecond())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         yield progress
 
 
-def stage_updater(progress: Progress):
-    """A callback(stage, done, total) keeping one progress task per stage, added when it first reports."""
+def stage_updater(progress: Progress, batch: int | None = None):
+    """A callback(stage, done, total) keeping one progress task per stage, added when it first reports;
+    with `batch` (examples a step), the bar shows examples a second."""
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int | None) -> None:
         if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
+            tasks[stage] = progress.add_task(stage, total=total, batch=batch)
         progress.update(tasks[stage], completed=done, total=total)
 
     return update
@@ -229,9 +240,23 @@ def run(
                               "results report each metric's mean and std over them; phase 1 uses the first"),
     device: str = typer.Option("cpu", help="cpu, cuda or auto"),
     param: list[str] = typer.Option([], help="method hyperparameter, METHOD.NAME=VALUE (repeatable)"),
+    backbone: Optional[str] = typer.Option(None, help="train a whole network end to end on the image or text "
+                                           "folder --data: cnn, efficientnet_lite0, minilm, torchvision:ARCH, "
+                                           "timm:NAME, hf:FOLDER (see docs/finetune.md)"),
+    weights: Optional[Path] = typer.Option(None, help="--backbone's weights file (torchvision:, timm:)"),
+    layout: Optional[str] = typer.Option(None, help="--backbone: the folder's layout (default: detected)"),
+    image_size: int = typer.Option(224, min=8, help="--backbone: training resolution of images"),
+    max_length: int = typer.Option(128, min=2, help="--backbone: tokens kept of each text"),
+    workers: Optional[int] = typer.Option(None, min=0, help="--backbone: processes that decode images "
+                                          "(default: up to 8)"),
+    lr_schedule: str = typer.Option("constant", help="constant, or linear decay to 0"),
+    grad_clip: Optional[float] = typer.Option(None, help="clip the gradient's norm to this"),
+    phase1_finetune: bool = typer.Option(False, help="--backbone: XRM trains twin networks end to end even for a "
+                                         "pretrained backbone (default: on its frozen features)"),
 ):
     """Train methods on your own data (or a named data set) and write OUT/results.json."""
     from ..methods import create
+    from ..results import default_criterion
     from ..saved import open_data
 
     names = parse_names(methods, "--methods")
@@ -241,10 +266,16 @@ def run(
     seed_list = parse_seeds(seeds)
     config = train_config(steps=steps, lr=lr, batch_size=batch_size or None, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, arch=arch, checkpoint_freq=checkpoint_freq, seed=seed_list[0],
-                          device=resolve_device(device))
+                          device=resolve_device(device), lr_schedule=lr_schedule, grad_clip=grad_clip)
     check_output(out)
     feature_list, ignore_list = parse_names(features, "--features"), parse_names(ignore, "--ignore")
-    dataset = open_data(data, feature_list, ignore_list)
+    if backbone is None:
+        if weights is not None or layout is not None:
+            raise MemawareError("--weights and --layout apply to --backbone")
+        dataset = open_data(data, feature_list, ignore_list)
+    else:
+        check_network_options(method_objs, heldout, standardize, feature_list or ignore_list)
+        dataset = open_stream(data, layout, backbone, weights, image_size, max_length, workers)
     stats = dataset.standardization() if standardize else None
     if standardize:
         dataset = dataset.standardized()
@@ -257,25 +288,55 @@ def run(
         m.needs_heldout or m.group_source == "inferred" for m in method_objs.values())
     user_heldout = heldout not in ("xrm", "crossfit")
     phase1 = load_heldout_file(Path(heldout), dataset) if user_heldout and needs_phase1 else None
-    from ..results import default_criterion
-
     criterion = select if select != "auto" else default_criterion(dataset.has_groups, needs_phase1)
 
     start = time.perf_counter()
     with progress_bar() as progress:
-        update = stage_updater(progress)
+        update = stage_updater(progress, None if backbone is None else config.batch_size)
         if needs_phase1 and phase1 is None:
             phase1 = run_phase1(dataset, heldout, folds, config.model_copy(update={"steps": xrm_steps or steps}),
-                                update)
+                                update, phase1_finetune)
         runs = train_methods(dataset, method_objs, hparams, config, seed_list, phase1, update)
     elapsed = time.perf_counter() - start
-    source = {"data": str(data), "features": feature_list, "ignore": ignore_list, "standardize": standardize}
+    source = {"data": str(data), "features": feature_list, "ignore": ignore_list, "standardize": standardize,
+              **({} if backbone is None else {"backbone": backbone, "weights": weights and str(weights),
+                                               "layout": dataset.info["layout"]})}
     results = run_results(dataset, runs, criterion, phase1, source, seed_list)
     results["seconds"] = round(elapsed, 1)
     with output_dir(out) as tmp:
         write_run_outputs(tmp, results, runs, dataset, phase1, criterion, stats)
     print_results(results, criterion)
-    stdout.print(f"wrote {out / 'results.json'}, models/ and predictions/ in {elapsed:.1f} s")
+    wrote = "models/ and predictions/" if backbone is None else "history.json (no saved networks yet)"
+    stdout.print(f"wrote {out / 'results.json'}, {wrote} in {elapsed:.1f} s")
+
+
+def check_network_options(method_objs: dict, heldout: str, standardize: bool, columns) -> None:
+    """--backbone trains on a folder of images or texts: refuse what only applies to features."""
+    from ..train.backbones import check_method
+
+    if standardize or columns:
+        raise MemawareError("--standardize, --features and --ignore apply to feature files, not to --backbone")
+    if heldout == "crossfit":
+        raise MemawareError("--heldout crossfit is not available with --backbone yet: use xrm or a logits file")
+    for name, method in method_objs.items():
+        check_method(name, method)
+
+
+def open_stream(data: str, layout: str | None, backbone: str, weights: Path | None, image_size: int,
+                max_length: int, workers: int | None):
+    """The folder `data` (in `layout`, else the one detected) streamed for the network `backbone`; images
+    are decoded once into $MEMAWARE_CACHE."""
+    from ..data.layouts import detect_layout, read_layout
+    from ..data.stream import stream
+    from ..featurize import default_cache_dir
+    from ..train.backbones import network
+
+    raw = read_layout(layout or detect_layout(data), data)
+    net = network(backbone, weights, image_size, max_length)
+    with progress_bar() as progress:
+        update = stage_updater(progress)
+        return stream(raw, net, workers=workers, cache_dir=default_cache_dir(),
+                      callback=lambda done, total: update(f"preparing {raw.name}", done, total))
 
 
 def check_criterion(select: str) -> None:
@@ -285,13 +346,18 @@ def check_criterion(select: str) -> None:
         raise MemawareError(f"--select: unknown criterion '{select}' (known: auto, {', '.join(CRITERIA)})")
 
 
-def run_phase1(dataset, source: str, folds: int, config, update):
-    """Held-out logits and inferred groups by XRM or cross-fitting, with a progress bar."""
+def run_phase1(dataset, source: str, folds: int, config, update, end_to_end: bool = False):
+    """Held-out logits and inferred groups by XRM or cross-fitting, with a progress bar (a whole network:
+    XRM on its frozen features if pretrained, else, or with `end_to_end`, twin networks)."""
     from ..heldout import crossfit, xrm
 
     total = config.steps * (folds if source == "crossfit" else 1)
     counter = iter(range(1, total + 1))
     tick = lambda step, record: update(f"phase 1: {source}", next(counter), total)  # noqa: E731
+    if hasattr(dataset, "network"):  # a whole network: on its frozen features, or twin networks
+        from ..train.backbones import xrm_phase1
+
+        return xrm_phase1(dataset, config, end_to_end or None, callback=tick)
     return xrm(dataset, config, callback=tick) if source == "xrm" else crossfit(dataset, folds, config, callback=tick)
 
 
@@ -337,6 +403,8 @@ def write_run_outputs(folder: Path, results: dict, runs: dict, dataset, phase1, 
     if phase1 is not None:
         phase1.save(folder / "heldout.npz")
     inferred = None if phase1 is None else phase1.inferred
+    if hasattr(dataset, "network"):
+        return  # whole networks: saving the models and their predictions is yet to come
     for name, per_seed in runs.items():
         for seed, result in per_seed.items():
             model = result.model_at(criterion) if criterion in result.best_states else result.model

@@ -31,25 +31,58 @@ def sweep(
     set_: list[str] = typer.Option([], "--set", help="override a setting, KEY=VALUE with dotted keys (repeatable)"),
     reuse: bool = typer.Option(False, "--reuse-runs-from-other-versions", "--reuse",
                                help="keep finished runs that another memaware version wrote (default: rerun them)"),
+    engine: Optional[str] = typer.Option(
+        None, help="batched (train many models at once) or single (one at a time); default: the file's "
+                   "train.engine, else batched for the linear, mlp and synthetic families"),
+    executor: Optional[str] = typer.Option(None, help="local, processes, ray or slurm (default: the file's "
+                                           "execution.executor, else local)"),
+    workers: Optional[int] = typer.Option(None, min=1, help="worker processes for --executor processes"),
+    ray_address: Optional[str] = typer.Option(None, help="a running Ray cluster (default: start a local one)"),
 ):
     """Run (or resume) the sweep of an experiment file, then write its report into OUT/report."""
     from ..report import write_report
-    from ..sweep.experiment import load_experiment
+    from ..sweep.executors import EXECUTORS, make_executor
+    from ..sweep.experiment import ENGINES, load_experiment
     from ..sweep.runner import run_sweep
     from ..sweep.store import other_version_runs
 
     exp = load_experiment(experiment, set_)
+    engine = parse_list(engine, ENGINES, "--engine")[0] if engine is not None else None
+    execution = exp.execution.model_copy(update={k: v for k, v in {
+        "executor": executor and parse_list(executor, EXECUTORS, "--executor")[0], "workers": workers,
+        "ray_address": ray_address}.items() if v is not None})
     out = out or Path("runs") / exp.name
     check_output(out)
     say_other_versions(other_version_runs(out), reuse)
     start = time.perf_counter()
     with progress_bar() as progress:
-        summary = run_sweep(exp, out, on_progress=stage_updater(progress), reuse_other_versions=reuse)
+        runner = make_executor(execution.executor, out, execution.workers, execution.retries, execution.ray_address,
+                               execution.slurm, task_counter(progress), execution.cpus_per_task,
+                               execution.gpus_per_task)
+        try:
+            summary = run_sweep(exp, out, runner, on_progress=stage_updater(progress),
+                                reuse_other_versions=reuse, engine=engine)
+        finally:
+            getattr(runner, "close", lambda: None)()
     written = write_report(summary, out / "report", exp.report.formats)
     if "md" in exp.report.formats:
         typer.echo((out / "report" / "table.md").read_text())
     typer.echo(f"sweep {exp.name}: {len(list((out / 'runs').iterdir()))} runs in {out}, "
                  f"{time.perf_counter() - start:.1f} s; wrote {', '.join(str(p) for p in written)}")
+
+
+def task_counter(progress):
+    """A status callback showing the executor's tasks queued, running, finished and failed."""
+    task = None
+
+    def show(counts: dict) -> None:
+        nonlocal task
+        text = "tasks: " + ", ".join(f"{n} {state}" for state, n in counts.items())
+        if task is None:
+            task = progress.add_task(text, total=None)
+        progress.update(task, description=text)
+
+    return show
 
 
 def say_other_versions(counts: dict[str, int], reuse: bool) -> None:
@@ -76,7 +109,7 @@ def report(
                    "va_avg (default: the experiment's report.label_free)"),
     out: Optional[Path] = typer.Option(None, help="folder for the tables and wga.png (default: FOLDER/report)"),
 ):
-    """Write the sweep's table (Markdown, CSV, LaTeX) and its WGA plot."""
+    """Write the sweep's table (Markdown, CSV, LaTeX), its WGA plot, and (html) one page with the figures."""
     from ..report import write_report
     from ..report.tables import LABEL_FREE, WRITERS
 

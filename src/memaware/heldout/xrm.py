@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.dataset import SPLITS, Dataset
-from ..methods.base import Method, group_mean_losses
+from ..methods.base import Method, batched_group_mean_losses, group_mean_losses, per_run
 from ..train.config import TrainConfig
 from ..train.loop import fit, predict_logits
 from ..train.models import build_model
@@ -35,8 +35,8 @@ class Twins(nn.Module):
 
 def flip_probability(heldout_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Probability (p - 1/K) K / (K - 1) of taking the held-out argmax k as the label, and k."""
-    k = heldout_logits.shape[1]
-    p, pred = torch.softmax(heldout_logits, 1).max(1)
+    k = heldout_logits.shape[-1]
+    p, pred = torch.softmax(heldout_logits, -1).max(-1)
     return ((p - 1.0 / k) * k / (k - 1)).clamp(0, 1), pred
 
 
@@ -67,14 +67,40 @@ class XRMTwins(Method):
 
     def update(self, logits, y, idx):
         prob, pred = flip_probability(self._pick(logits, idx, 1 - self.assignment[idx]))
-        flip = torch.rand(len(idx), generator=self.ctx.generator).to(prob.device) < prob
+        flip = self.draws(len(idx)).to(prob.device) < prob
         self.labels[idx[flip]] = pred[flip]
+
+    def draws(self, n):
+        return torch.rand(n, generator=self.ctx.generator)
 
     def flip_rate(self) -> float:
         return float((self.labels != self.ctx.y).float().mean())
 
     def state_dict(self):
         return {"assignment": self.assignment, "labels": self.labels}
+
+    batched = True
+
+    def stack_state(self):
+        return self.state_dict()
+
+    def batched_loss(self, state, logits, y, idx, weight):
+        held_in = twin_of_each(logits, per_run(state["assignment"], idx))
+        labels = per_run(state["labels"], idx)
+        per_example = F.cross_entropy(held_in.transpose(1, 2), labels, reduction="none")
+        return batched_group_mean_losses(per_example, labels, self.ctx.n_classes, weight).sum(1)
+
+    def batched_update(self, state, logits, y, idx, weight, draws):
+        prob, pred = flip_probability(twin_of_each(logits, 1 - per_run(state["assignment"], idx)))
+        flip = (draws < prob) & (weight > 0)
+        change = torch.where(flip, pred - per_run(state["labels"], idx), 0)
+        state["labels"] = state["labels"].scatter_add(1, idx, change)  # padding adds 0 to a real example
+
+
+def twin_of_each(logits: torch.Tensor, twin: torch.Tensor) -> torch.Tensor:
+    """(M, 2, B, K) stacked twin logits, (M, B) twin per example -> (M, B, K) that twin's logits."""
+    index = twin[:, None, :, None].expand(-1, 1, -1, logits.shape[-1])
+    return logits.gather(1, index).squeeze(1)
 
 
 def xrm(data: Dataset, config: TrainConfig | None = None, model: nn.Module | None = None,
@@ -85,14 +111,16 @@ def xrm(data: Dataset, config: TrainConfig | None = None, model: nn.Module | Non
     the model has parameters drawn at random (the default linear head starts at zero in both).
     """
     config = config or TrainConfig()
-    generator = torch.Generator().manual_seed(config.seed + 1_000_003)
-    if model is None:
-        twins = Twins(*(build_model(data.n_features, data.n_classes, config, generator) for _ in range(2)))
-    else:
-        twins = Twins(model, _reinitialised_copy(model, config.seed))
+    twins = build_twins(data, config) if model is None else Twins(model, _reinitialised_copy(model, config.seed))
     method = XRMTwins()
     fit(data, method, config, model=twins, callback=callback, evaluate_splits=False)
     return _heldout_from_twins(data, twins, method, config.device)
+
+
+def build_twins(data: Dataset, config: TrainConfig) -> Twins:
+    """The two models of `config.arch` that XRM starts from (from a generator seeded by the run's seed)."""
+    generator = torch.Generator().manual_seed(config.seed + 1_000_003)
+    return Twins(*(build_model(data.n_features, data.n_classes, config, generator) for _ in range(2)))
 
 
 def _reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -107,11 +135,20 @@ def _reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
 
 
 def _heldout_from_twins(data: Dataset, twins: Twins, method: XRMTwins, device) -> HeldOut:
+    logits = {}
+    for split in SPLITS:
+        x = torch.as_tensor(data.x[data.mask(split)]).to(device)
+        logits[split] = torch.stack([predict_logits(m, x) for m in twins.twins])  # (2, n, K)
+    return heldout_from_twin_logits(data, logits, method)
+
+
+def heldout_from_twin_logits(data: Dataset, logits: dict[str, torch.Tensor], method: XRMTwins) -> HeldOut:
+    """Phase 1's products from both twins' final logits (2, n, K) on every split."""
+    device = logits["train"].device
     ys = {s: y.to(device) for s, y in split_labels(data).items()}
     inferred = {}
     for split in SPLITS:
-        x = torch.as_tensor(data.x[data.mask(split)]).to(device)
-        both = torch.stack([predict_logits(m, x) for m in twins.twins]) if len(x) else None  # (2, n, K)
+        both = logits[split]
         if split == "train":
             idx = torch.arange(both.shape[1], device=both.device)
             heldout_logits = both[1 - method.assignment, idx]

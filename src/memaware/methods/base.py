@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import MemawareError
 
-GROUP_SOURCES = ("true", "inferred")
+GROUP_SOURCES = ("true", "inferred", "eiil")  # eiil: groups EIIL infers from the train split
 
 
 @dataclass
@@ -32,6 +32,7 @@ class TrainContext:
     generator: torch.Generator  # CPU generator for any randomness a method needs
     device: torch.device
     config: Any = None  # the run's TrainConfig, for methods that train a first-stage model (JTT, DFR, AFR)
+    val: Any = None  # the validation Split (x, y, a), for methods that fit on validation data (dfr-val)
 
 
 class UniformSampler:
@@ -42,6 +43,7 @@ class UniformSampler:
         self.batch_size = len(self.pool) if batch_size is None else min(batch_size, len(self.pool))
         self.generator = generator
         self._order, self._pos = None, 0
+        self.everything = pool is None and self.batch_size == n  # every batch is all examples, in order
 
     def __next__(self) -> torch.Tensor:
         if self.batch_size == len(self.pool):
@@ -136,6 +138,35 @@ class Method:
         """Tensors of state kept between steps (saved with checkpoints)."""
         return {}
 
+    # The batched engine (memaware.train.batched) trains M runs of one method at once. A method that sets
+    # `batched` gives its per-run tensors (`stack_state`), which the engine stacks along a leading model
+    # dimension, and the same loss and update over that state: logits (M, B, K) (XRM: (M, 2, B, K)),
+    # y and idx (M, B), weight (M, B): 1/B_m on a model's B_m examples, 0 on the padding of smaller batches.
+    batched: ClassVar[bool] = False
+
+    def batchable(self, config) -> bool:
+        """Whether the batched engine can stack this method with these hyperparameters and `config`: its
+        class sets `batched`, and no subclass below the one that did redefines its loss, update or model."""
+        mro = type(self).__mro__
+        owner = next(c for c in mro if "batched" in vars(c))
+        return self.batched and all(issubclass(owner, next(c for c in mro if hook in vars(c)))
+                                    for hook in ("loss", "update", "wrap_model", "predictor", "draws"))
+
+    def stack_state(self) -> dict[str, torch.Tensor]:
+        """This run's state and numeric hyperparameters, for the batched engine to stack (after setup)."""
+        return {}
+
+    def draws(self, n: int) -> torch.Tensor | None:
+        """The random numbers `update` takes for a batch of n examples (drawn ahead by the batched engine)."""
+        return None
+
+    def batched_loss(self, state: dict, logits, y, idx, weight) -> torch.Tensor:
+        """The (M,) losses of M stacked runs: per run, `loss` over its own examples."""
+        return (weight * F.cross_entropy(logits.transpose(1, 2), y, reduction="none")).sum(1)
+
+    def batched_update(self, state: dict, logits, y, idx, weight, draws) -> None:
+        """`update` for M stacked runs: replaces entries of `state` (never writes into them)."""
+
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k, v in state.items():
             setattr(self, k, v.to(self.ctx.device) if self.ctx else v)
@@ -153,6 +184,22 @@ def group_mean_losses(per_example: torch.Tensor, groups: torch.Tensor, n_groups:
     onehot = F.one_hot(groups, n_groups).to(per_example.dtype)
     counts = onehot.sum(0)
     return (onehot.T @ per_example) / counts.clamp_min(1), counts
+
+
+def batched_group_mean_losses(per_example: torch.Tensor, groups: torch.Tensor, n_groups: int,
+                              weight: torch.Tensor) -> torch.Tensor:
+    """group_mean_losses for M stacked runs: (M, B) losses and groups -> (M, n_groups) group means,
+    counting only the examples of positive weight."""
+    onehot = F.one_hot(groups, n_groups).to(per_example.dtype) * (weight > 0).unsqueeze(2).to(per_example.dtype)
+    counts = onehot.sum(1)
+    return (onehot.transpose(1, 2) @ per_example.unsqueeze(2)).squeeze(2) / counts.clamp_min(1)
+
+
+def per_run(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows idx[m] of each run's table[m]: (M, n, ...) and (M, B) -> (M, B, ...)."""
+    if table.stride(0) == 0:  # one table shared by every run
+        return table[0][idx]
+    return table[torch.arange(len(idx), device=idx.device).unsqueeze(1), idx]
 
 
 def group_balanced_weights(groups: torch.Tensor, n_groups: int) -> torch.Tensor:

@@ -22,6 +22,11 @@ class DFR(SUBG):
     choices = {"groups": GROUP_SOURCES}
     bounds = {"first_steps": (1, float("inf"))}
 
+    batched = True
+
+    def batchable(self, config):
+        return super().batchable(config) and config.arch == "linear"  # a deeper one trains a first model apart
+
     def wrap_model(self, model):
         body, head = split_head(model, self.name)
         if not has_parameters(body):

@@ -5,3 +5,4 @@ from .base import Method, register
 @register()
 class ERM(Method):
     name = "erm"
+    batched = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import GROUP_SOURCES, Method, group_mean_losses, register
+from .base import GROUP_SOURCES, Method, batched_group_mean_losses, group_mean_losses, per_run, register
 
 
 @register()
@@ -36,3 +36,17 @@ class GroupDRO(Method):
 
     def state_dict(self):
         return {"group_weights": self.group_weights}
+
+    batched = True
+
+    def stack_state(self):
+        return {"group_weights": self.group_weights, "groups": self.ctx.groups,
+                "eta": torch.tensor(float(self.hparams["eta"]), device=self.ctx.device)}
+
+    def batched_loss(self, state, logits, y, idx, weight):
+        per_example = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
+        losses = batched_group_mean_losses(per_example, per_run(state["groups"], idx), self.ctx.n_groups, weight)
+        with torch.no_grad():
+            weights = state["group_weights"] * torch.exp(state["eta"].unsqueeze(1) * losses)
+            state["group_weights"] = weights / weights.sum(1, keepdim=True)
+        return (state["group_weights"] * losses).sum(1)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Method, register
-from .mat import EPS, calibration_matrix
+from .mat import EPS, MAT, calibration_matrix
 
 
 def attribute_prior_shift(a: torch.Tensor, y: torch.Tensor, n_attrs: int, n_classes: int,
@@ -38,3 +38,10 @@ class LogitAdjustment(Method):
 
     def loss(self, logits, y, idx):
         return F.cross_entropy(logits + self.shift[idx].to(logits.dtype), y)
+
+    batched = True
+
+    def stack_state(self):
+        return {"shift": self.shift}
+
+    batched_loss = MAT.batched_loss

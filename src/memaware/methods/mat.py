@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Method, register
+from .base import Method, per_run, register
 
 EPS = 1e-8
 
@@ -83,3 +83,15 @@ class MAT(Method):
 
     def loss(self, logits, y, idx):
         return self.mat_loss(logits, y, idx)
+
+    batched = True
+
+    def batchable(self, config):
+        return super().batchable(config) and self.hparams["calibration"] == "global"  # not per batch
+
+    def stack_state(self):
+        return {"shift": self.mat_loss.shift}
+
+    def batched_loss(self, state, logits, y, idx, weight):
+        shifted = logits + per_run(state["shift"], idx).to(logits.dtype)
+        return Method.batched_loss(self, state, shifted, y, idx, weight)

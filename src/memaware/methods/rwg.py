@@ -13,6 +13,7 @@ class RWG(Method):
     needs_groups = True
     defaults = {"groups": "true"}
     choices = {"groups": GROUP_SOURCES}
+    batched = True
 
     def sampling_weights(self):
         return group_balanced_weights(self.ctx.groups.cpu(), self.ctx.n_groups)

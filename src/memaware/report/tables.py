@@ -7,6 +7,9 @@ Rows are grouped by the group labels a result used:
 - "group labels in training and validation": methods that train with true groups, selected by va_wga.
 A method trained with true groups but selected label-free is left out. Each cell is the mean ± sample
 standard deviation over seeds of the test metric, in percent, with a percentile bootstrap interval.
+The main table shows WGA and average accuracy; the other test metrics (MORE_METRICS: worst-class and
+balanced accuracy, macro-F1, AUROC, ECE and worst-group ECE) follow it, one table each, where the
+sweep's runs carry them, and every metric is in the CSV.
 """
 from __future__ import annotations
 
@@ -24,6 +27,11 @@ from ..metrics import bootstrap_ci
 SETTINGS = ("no group labels anywhere", "group labels in validation only", "group labels in training and validation")
 LABEL_FREE = ("va_gi_wga", "va_wca", "va_avg")
 METRICS = {"wga": ("test_wga", "WGA"), "avg": ("test_avg_acc", "Avg")}
+MORE_METRICS = {"wca": ("test_wca", "worst-class accuracy"), "balanced_acc": ("test_balanced_acc", "balanced accuracy"),
+                "macro_f1": ("test_macro_f1", "macro-F1"), "auroc": ("test_auroc", "AUROC"),
+                "ece": ("test_ece", "expected calibration error"),
+                "worst_group_ece": ("test_worst_group_ece", "worst-group expected calibration error")}
+ALL_METRICS = {**METRICS, **MORE_METRICS}
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class Row:
     setting: str
     method: str
     criterion: str
-    cells: dict  # dataset -> {"wga": Cell, "avg": Cell}
+    cells: dict  # dataset -> {metric key of ALL_METRICS: Cell}
 
 
 def row_setting(result: dict, label_free: tuple[str, ...]) -> str | None:
@@ -78,7 +86,7 @@ def build_table(summary: dict, label_free: tuple[str, ...] | None = None) -> lis
         setting = row_setting(result, label_free)
         if setting is None:
             continue
-        cells = {k: aggregate([run[field] for run in result["runs"]]) for k, (field, _) in METRICS.items()}
+        cells = {k: aggregate([run.get(field) for run in result["runs"]]) for k, (field, _) in ALL_METRICS.items()}
         grouped.setdefault((setting, result["method"], result["criterion"]), {})[result["dataset"]] = cells
     order = lambda key: (SETTINGS.index(key[0]), summary["methods"].index(key[1]),  # noqa: E731
                          (label_free + ("va_wga",)).index(key[2]))
@@ -120,7 +128,32 @@ def to_markdown(summary: dict, rows: list[Row]) -> str:
                   "| data set | method | criterion | test WGA | with va_wga | gap |", "|---|---|---|---|---|---|"]
         lines += [f"| {g['dataset']} | {g['method']} | {g['criterion']} | {100 * g['test_wga']:.1f} | "
                   f"{100 * g['oracle_test_wga']:.1f} | {100 * g['gap']:+.1f} |" for g in gaps]
+    lines += failed_runs_table(summary)
+    for key, (_, label) in MORE_METRICS.items():
+        lines += _metric_table(datasets, rows, key, label)
     return "\n".join(lines) + "\n"
+
+
+def failed_runs_table(summary: dict) -> list[str]:
+    """Markdown lines listing the seed runs missing from the cells, with why (none: no lines)."""
+    failed = [(r, f) for r in summary["results"] for f in r.get("failed", [])]
+    if not failed:
+        return []
+    return ["", "## Failed runs", "", "Seeds left out of the cells above, and why.", "",
+            "| data set | method | selection | seed | error |", "|---|---|---|---|---|",
+            *(f"| {r['dataset']} | {r['method']} | {r['criterion']} | {f['seed']} | {f['error']} |" for r, f in failed)]
+
+
+def _metric_table(datasets: list[str], rows: list[Row], key: str, label: str) -> list[str]:
+    """A Markdown section with one metric per data set, or nothing when no run carries it."""
+    if not any(cells[key].n for row in rows for cells in row.cells.values()):
+        return []
+    lines = ["", f"## Test {label} (%)", "", "| setting | method | selection | " + " | ".join(datasets) + " |",
+             "|" + "---|" * (3 + len(datasets))]
+    for row in rows:
+        cells = [row.cells[d][key].text() if d in row.cells else "-" for d in datasets]
+        lines.append("| " + " | ".join([row.setting, row.method, row.criterion] + cells) + " |")
+    return lines
 
 
 def to_csv(summary: dict, rows: list[Row]) -> str:
@@ -129,10 +162,10 @@ def to_csv(summary: dict, rows: list[Row]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     stats = ("mean", "std", "ci_lo", "ci_hi")
     writer.writerow(["setting", "method", "selection", "dataset", "n_seeds"] +
-                    [f"{k}_{s}" for k in METRICS for s in stats])
+                    [f"{k}_{s}" for k in ALL_METRICS for s in stats])
     for row in rows:
         for dataset, cells in row.cells.items():
-            values = [getattr(cells[k], s.removeprefix("ci_")) for k in METRICS for s in stats]
+            values = [getattr(cells[k], s.removeprefix("ci_")) for k in ALL_METRICS for s in stats]
             writer.writerow([row.setting, row.method, row.criterion, dataset, cells["wga"].n] +
                             ["" if v is None or v != v else f"{v:.6f}" for v in values])
     return out.getvalue()

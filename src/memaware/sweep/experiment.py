@@ -19,11 +19,23 @@ from .space import FAMILIES
 Criterion = Literal["va_wga", "va_gi_wga", "va_wca", "va_avg"]
 
 
+ENGINES = ("batched", "single")
+BATCHED_FAMILIES = ("linear", "mlp", "synthetic")  # the families that train with the batched engine by default
+
+
 def _check_train_fields(fields: dict) -> dict:
-    unknown = sorted(set(fields) - set(TrainConfig.model_fields))
+    """Known TrainConfig fields, and `engine` (how a sweep trains: 'batched' or 'single')."""
+    unknown = sorted(set(fields) - set(TrainConfig.model_fields) - {"engine"})
     if unknown:
-        raise ValueError(f"unknown training setting '{unknown[0]}' (known: {', '.join(TrainConfig.model_fields)})")
+        raise ValueError(f"unknown training setting '{unknown[0]}' (known: {', '.join(TrainConfig.model_fields)}, "
+                         "engine)")
+    if fields.get("engine", ENGINES[0]) not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {fields['engine']!r}")
     return fields
+
+
+def without_engine(fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k != "engine"}
 
 
 def _check_train_values(where: str, fields: dict) -> None:
@@ -100,6 +112,20 @@ class Report(Strict):
     formats: list[Literal["md", "csv", "tex"]] = ["md", "csv", "tex"]
 
 
+class Execution(Strict):
+    """Where the runs train: this process, worker processes, a Ray cluster or Slurm (sweep/executors.py)."""
+
+    executor: Literal["local", "processes", "ray", "slurm"] = "local"
+    workers: PositiveInt | None = Field(None, description="processes: how many (default: one per GPU, else "
+                                        "one per CPU core)")
+    retries: int = Field(2, ge=0, description="a task whose worker died is retried this many times, then failed")
+    ray_address: str | None = Field(None, description="a running Ray cluster (default: start a local one)")
+    cpus_per_task: float = Field(1, gt=0, description="ray: CPUs each task asks for")
+    gpus_per_task: float = Field(0, ge=0, description="ray: the share of a GPU each task asks for (e.g. 0.25)")
+    slurm: dict[str, Any] = Field({}, description="submitit options: timeout_min, gpus_per_node, cpus_per_task, "
+                                  "mem_gb, slurm_partition, ...; jobs (tasks per stage); cluster ('local' to test)")
+
+
 class Experiment(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -110,6 +136,7 @@ class Experiment(Strict):
     phase1: Phase1 = Phase1()
     search: Search = Search()
     report: Report = Report()
+    execution: Execution = Execution()
 
     _train_fields = field_validator("train")(_check_train_fields)
 
@@ -124,14 +151,24 @@ class Experiment(Strict):
             raise ValueError("a method is listed twice")
         return methods
 
+    def train_settings(self, entry: DatasetEntry) -> dict:
+        """The file's training settings, then the data set's (over any drawn value)."""
+        return without_engine({**self.train, **entry.train})
+
     def base_train(self, entry: DatasetEntry) -> dict:
         """Training settings of `entry` before any draw: its family's, then the file's, then the data set's."""
         family = FAMILIES[entry.family]
-        return {**family.fixed, **family.defaults, **self.train, **entry.train}
+        return {**family.fixed, **family.defaults, **self.train_settings(entry)}
 
     def phase1_train(self, entry: DatasetEntry) -> dict:
         """Training settings of phase 1 on `entry`."""
-        return {**self.base_train(entry), **self.phase1.train, **entry.phase1}
+        return {**self.base_train(entry), **without_engine({**self.phase1.train, **entry.phase1})}
+
+    def engine(self, entry: DatasetEntry, override: str | None = None) -> str:
+        """How a sweep trains the runs on `entry`: `override`, else the data set's or the file's
+        `train.engine`, else 'batched' for the families in BATCHED_FAMILIES and 'single' for the others."""
+        chosen = override or entry.train.get("engine") or self.train.get("engine")
+        return chosen or ("batched" if entry.family in BATCHED_FAMILIES else "single")
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
@@ -21,6 +22,7 @@ from ..errors import MemawareError
 from ..results import setting
 from ..train.loop import criterion_value, selection_key
 from . import store
+from .executors import LocalExecutor, TaskFailed
 from .experiment import DatasetEntry, Experiment
 from .space import draw
 
@@ -70,13 +72,6 @@ class Executor(Protocol):
     def map(self, fn: Callable[[Any], Any], specs: list) -> Iterator[Any]: ...
 
 
-class LocalExecutor:
-    """One run after another in this process."""
-
-    def map(self, fn, specs):
-        return (fn(spec) for spec in specs)
-
-
 class DataCache:
     """The data sets of one sweep, each loaded once (in each process that runs some of its runs)."""
 
@@ -103,7 +98,7 @@ def run_dir(root: Path, key: str) -> Path:
 def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None,
                    reuse_other_versions: bool = False) -> dict:
     """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy."""
-    from ..heldout import HeldOut, crossfit, xrm
+    from ..heldout import crossfit, xrm
     from ..train import TrainConfig
 
     folder = phase1_dir(root, spec.key)
@@ -112,32 +107,111 @@ def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None,
         data = (data or DataCache())(spec.dataset, spec.dataset_args)
         config = TrainConfig(**spec.train)
         held = xrm(data, config) if spec.source == "xrm" else crossfit(data, spec.folds, config)
-        store.write_spec(folder, {"phase1": asdict(spec)}, config.device)
-        held.save(folder / "heldout.npz")
-        store.mark_done(folder, {"key": spec.key, "flip_rate": held.flip_rate, "degenerate": held.degenerate})
+        save_phase1(folder, spec, held, config.device)
+    return read_phase1(spec, root)
+
+
+def save_phase1(folder: Path, spec: Phase1Spec, held, device: str) -> None:
+    store.write_spec(folder, {"phase1": asdict(spec)}, device)
+    held.save(folder / "heldout.npz")
+    store.mark_done(folder, {"key": spec.key, "flip_rate": held.flip_rate, "degenerate": held.degenerate})
+
+
+def read_phase1(spec: Phase1Spec, root: Path) -> dict:
+    from ..heldout import HeldOut
+
+    folder = phase1_dir(root, spec.key)
     done = store.read_json(folder / store.DONE)
     return {"key": spec.key, "flip_rate": done["flip_rate"], "degenerate": done["degenerate"],
             "heldout": HeldOut.load(folder / "heldout.npz")}
 
 
+def execute_stack(specs: list, folder_of, train, save, read, data: DataCache | None,
+                  reuse_other_versions: bool, one) -> list[dict]:
+    """Specifications that the batched engine trains together, `train(data, specs, configs)`: all of them
+    when any is unfinished (so that a resumed sweep computes what an uninterrupted one does), each
+    unfinished one saved with `save`; `read`'s results in order. Runs that cannot stack (see
+    NotStackable) run one by one through `one`."""
+    from ..train import TrainConfig
+    from ..train.batched import NotStackable
+
+    todo = {s.key for s in specs if not store.is_reusable(folder_of(s.key), reuse_other_versions)}
+    if todo:
+        for key in todo:
+            store.fresh(folder_of(key))
+        configs = [TrainConfig(**s.train) for s in specs]
+        try:
+            outcomes = train((data or DataCache())(specs[0].dataset, specs[0].dataset_args), specs, configs)
+        except NotStackable as err:
+            print(f"batched engine: {specs[0].dataset} trains one run at a time ({err})", file=sys.stderr)
+            return [one(spec) for spec in specs]
+        for spec, outcome, config in zip(specs, outcomes, configs):
+            if spec.key in todo:
+                save(folder_of(spec.key), spec, outcome, config.device)
+    return [read(spec) for spec in specs]
+
+
+def execute_phase1_stack(specs: list[Phase1Spec], root: Path, data: DataCache | None = None,
+                         reuse_other_versions: bool = False) -> list[dict]:
+    """Phase-1 XRM runs trained together by the batched engine (see execute_stack)."""
+    from ..train.batched import xrm_many
+
+    return execute_stack(specs, functools.partial(phase1_dir, root), lambda d, _, configs: xrm_many(d, configs),
+                         save_phase1, functools.partial(read_phase1, root=root), data, reuse_other_versions,
+                         functools.partial(execute_phase1, root=root, data=data,
+                                           reuse_other_versions=reuse_other_versions))
+
+
 def execute_run(spec: RunSpec, root: Path, data: DataCache | None = None, reuse_other_versions: bool = False) -> dict:
     """Run (or read back) one training run; returns its key and best records per criterion."""
-    from ..heldout import HeldOut
     from ..train import TrainConfig, fit
 
     folder = run_dir(root, spec.key)
     if not store.is_reusable(folder, reuse_other_versions):
         store.fresh(folder)
         data = (data or DataCache())(spec.dataset, spec.dataset_args)
-        heldout = None if spec.phase1 is None else HeldOut.load(phase1_dir(root, spec.phase1) / "heldout.npz")
         config = TrainConfig(**spec.train)
         try:
-            result = fit(data, spec.method, config, heldout=heldout, **spec.hparams)
+            outcome = fit(data, spec.method, config, heldout=load_heldout(root, spec.phase1), **spec.hparams)
         except MemawareError as err:  # e.g. a drawn learning rate that diverges: the run counts as failed
-            store.write_failed(folder, {"run": asdict(spec)}, config.device, str(err))
-        else:
-            store.write_run(folder, {"run": asdict(spec)}, result)
-    return {"key": spec.key, "best": store.read_best(folder)}
+            outcome = err
+        save_run(folder, spec, outcome, config.device)
+    return read_run(spec, root)
+
+
+def read_run(spec: RunSpec, root: Path) -> dict:
+    folder = run_dir(root, spec.key)
+    return {"key": spec.key, "best": store.read_best(folder),
+            "error": store.read_json(folder / store.DONE).get("error")}
+
+
+def load_heldout(root: Path, phase1: str | None):
+    from ..heldout import HeldOut
+
+    return None if phase1 is None else HeldOut.load(phase1_dir(root, phase1) / "heldout.npz")
+
+
+def save_run(folder: Path, spec: RunSpec, outcome, device: str) -> None:
+    """Store a run's RunResult, or the MemawareError that stopped it (the run counts as failed)."""
+    if isinstance(outcome, MemawareError):
+        store.write_failed(folder, {"run": asdict(spec)}, device, str(outcome))
+    else:
+        store.write_run(folder, {"run": asdict(spec)}, outcome)
+
+
+def execute_run_stack(specs: list[RunSpec], root: Path, data: DataCache | None = None,
+                      reuse_other_versions: bool = False) -> list[dict]:
+    """Training runs trained together by the batched engine (see execute_stack)."""
+    from ..methods import create
+    from ..train.batched import fit_many
+
+    def train(data, specs, configs):
+        methods = [create(s.method, **s.hparams) for s in specs]
+        return fit_many(data, methods, configs, load_heldout(root, specs[0].phase1))
+
+    return execute_stack(specs, functools.partial(run_dir, root), train, save_run,
+                         functools.partial(read_run, root=root), data, reuse_other_versions,
+                         functools.partial(execute_run, root=root, data=data, reuse_other_versions=reuse_other_versions))
 
 
 def needs_phase1(exp: Experiment) -> bool:
@@ -158,19 +232,79 @@ def phase1_specs(exp: Experiment, entry: DatasetEntry) -> list[Phase1Spec]:
 def run_spec(exp: Experiment, entry: DatasetEntry, method: str, combination: int, seed: int,
              phase1: str | None) -> RunSpec:
     drawn = draw(entry.family, method, combination, exp.search.seed, exp.hparams.get(method))
-    train = {**drawn["train"], **exp.train, **entry.train, "seed": seed}
+    train = {**drawn["train"], **exp.train_settings(entry), "seed": seed}
     return RunSpec(entry.name, entry.args, method, drawn["hparams"], train, phase1)
 
 
-def map_unique(executor: Executor, fn, specs: list, stage: str, on_progress) -> dict[str, Any]:
-    """Run each distinct specification once; results by key."""
+def map_unique(executor: Executor, fn, specs: list, stage: str, on_progress, many=None,
+               batched: Callable[[Any], bool] = lambda spec: False) -> dict[str, Any]:
+    """Run each distinct specification once; results by key. The specifications that `batched` accepts
+    run in stacks (`plan_stacks`), `many(stack)` returning their results in order; the others through `fn`."""
     unique = list({spec.key: spec for spec in specs}.values())
+    stacks, alone = plan_stacks(unique, batched)
     results = {}
     on_progress(stage, 0, len(unique))
-    for i, (spec, result) in enumerate(zip(unique, executor.map(fn, unique)), 1):
-        results[spec.key] = result
-        on_progress(stage, i, len(unique))
+    for stack, outcome in zip(stacks, executor.map(many, stacks)):
+        outcome = [failed_task(spec, outcome) for spec in stack] if isinstance(outcome, TaskFailed) else outcome
+        results.update(zip([spec.key for spec in stack], outcome))
+        on_progress(stage, len(results), len(unique))
+    for spec, result in zip(alone, executor.map(fn, alone)):
+        results[spec.key] = failed_task(spec, result) if isinstance(result, TaskFailed) else result
+        on_progress(stage, len(results), len(unique))
     return results
+
+
+def failed_task(spec, failure: TaskFailed) -> dict:
+    """The result of a run whose worker died more often than its executor retries: no best records, and
+    the error for the table. The folder gets no `done` marker, so resuming the sweep tries it again. A
+    phase-1 run that failed stops the sweep, since every run on its data set needs it."""
+    if isinstance(spec, Phase1Spec):
+        raise MemawareError(f"phase-1 run {spec.key} on {spec.dataset} failed: {failure.error}")
+    return {"key": spec.key, "best": {}, "error": f"task failed after {failure.attempts} attempts: {failure.error}"}
+
+
+def plan_stacks(specs: list, batched: Callable[[Any], bool]) -> tuple[list[list], list]:
+    """The specifications `batched` accepts, in stacks of at most MAX_STACK that share everything but each
+    run's own settings (lr, weight decay, momentum, batch size, seed, method hyperparameters), in order;
+    and the others."""
+    from ..train import TrainConfig
+    from ..train.batched import MAX_STACK, SHARED_SETTINGS
+
+    groups: dict[str, list] = {}
+    alone = []
+    for spec in specs:
+        if not batched(spec):
+            alone.append(spec)
+            continue
+        config = TrainConfig(**spec.train)
+        shared = {**{k: v for k, v in asdict(spec).items() if k not in ("train", "hparams")},
+                  "train": {k: getattr(config, k) for k in SHARED_SETTINGS}}
+        groups.setdefault(json.dumps(shared, sort_keys=True), []).append(spec)
+    return [g[i:i + MAX_STACK] for g in groups.values() for i in range(0, len(g), MAX_STACK)], alone
+
+
+def engine_of(exp: Experiment, engine: str | None = None) -> Callable[[Any], str]:
+    """The engine ('batched' or 'single') of a specification's data set; `engine` overrides the experiment."""
+    engines = {(d.name, json.dumps(d.args, sort_keys=True)): exp.engine(d, engine) for d in exp.datasets}
+    return lambda spec: engines[(spec.dataset, json.dumps(spec.dataset_args, sort_keys=True))]
+
+
+def stackable(spec) -> bool:
+    """Whether the batched engine can train a specification: XRM for phase 1, a method that batches."""
+    from ..methods import create
+    from ..train import TrainConfig
+
+    if isinstance(spec, Phase1Spec):
+        return spec.source == "xrm"
+    return create(spec.method, **spec.hparams).batchable(TrainConfig(**spec.train))
+
+
+def say_fallbacks(specs: list[RunSpec], engine: Callable[[Any], str]) -> None:
+    """Print which methods the batched engine leaves to the one-model path, per data set."""
+    for dataset, method in sorted({(s.dataset, s.method) for s in specs
+                                   if engine(s) == "batched" and not stackable(s)}):
+        print(f"batched engine: {method} on {dataset} trains one run at a time (the method does not batch)",
+              file=sys.stderr)
 
 
 def select_combination(search: list[tuple[int, dict]], criterion: str) -> int | None:
@@ -181,29 +315,38 @@ def select_combination(search: list[tuple[int, dict]], criterion: str) -> int | 
 
 
 def run_sweep(exp: Experiment, root, executor: Executor | None = None,
-              on_progress: Callable[[str, int, int], None] | None = None, reuse_other_versions: bool = False) -> dict:
+              on_progress: Callable[[str, int, int], None] | None = None, reuse_other_versions: bool = False,
+              engine: str | None = None) -> dict:
     """Run (or resume) the sweep of `exp` under `root`; writes and returns root/summary.json's content.
 
     Finished runs are read back, not redone, when this memaware code wrote them (or always, with
-    `reuse_other_versions`); runs written by other code are run again.
+    `reuse_other_versions`); runs written by other code are run again. `engine` ('batched' or 'single')
+    overrides the experiment's choice of training engine.
     """
     root = Path(root)
     executor = executor or LocalExecutor()
     on_progress = on_progress or (lambda stage, done, total: None)
     data = DataCache()
+    if getattr(executor, "preload_data", False):  # shipped once per stage with the task function
+        for entry in exp.datasets:
+            data(entry.name, entry.args)
     train = functools.partial(execute_run, root=root, data=data, reuse_other_versions=reuse_other_versions)
+    train_stack = functools.partial(execute_run_stack, root=root, data=data, reuse_other_versions=reuse_other_versions)
+    engine = engine_of(exp, engine)
+    batched = lambda spec: engine(spec) == "batched" and stackable(spec)  # noqa: E731
     check_available(exp)
     store.remove_stale_temporaries(root)
     store.write_json(root / "experiment.json", exp.model_dump())
-    phase1 = run_phase1(exp, root, executor, on_progress, data, reuse_other_versions)
+    phase1 = run_phase1(exp, root, executor, on_progress, data, reuse_other_versions, batched)
     phase1_key = {d.key: phase1.get(d.key, {}).get("key") for d in exp.datasets}
     combos = {(d.key, m, i): run_spec(exp, d, m, i, exp.search.seeds[0], phase1_key[d.key])
               for d in exp.datasets for m in exp.methods for i in range(exp.search.combinations)}
-    results = map_unique(executor, train, list(combos.values()), "search", on_progress)
+    say_fallbacks(list(combos.values()), engine)
+    results = map_unique(executor, train, list(combos.values()), "search", on_progress, train_stack, batched)
     chosen = choose_combinations(exp, combos, results)
     reruns = {(d, m, c, s): run_spec(exp, entry_of(exp, d), m, i, s, phase1_key[d])
               for (d, m, c), i in chosen.items() for s in exp.search.seeds}
-    results.update(map_unique(executor, train, list(reruns.values()), "seeds", on_progress))
+    results.update(map_unique(executor, train, list(reruns.values()), "seeds", on_progress, train_stack, batched))
     summary = {"experiment": exp.name, "criteria": exp.search.criteria, "seeds": exp.search.seeds,
                "label_free": exp.report.label_free, "datasets": [d.key for d in exp.datasets],
                "methods": exp.methods, "phase1": phase1,
@@ -240,16 +383,18 @@ def entry_of(exp: Experiment, key: str) -> DatasetEntry:
 
 
 def run_phase1(exp: Experiment, root: Path, executor: Executor, on_progress, data: DataCache,
-               reuse_other_versions: bool = False) -> dict[str, dict]:
+               reuse_other_versions: bool = False, batched: Callable[[Any], bool] = lambda spec: False
+               ) -> dict[str, dict]:
     """Phase 1 on every data set; per data set the selected run's key, flip rate and the candidates'."""
     from ..heldout import select_xrm_run
 
     if not needs_phase1(exp):
         return {}
     specs = {d.key: phase1_specs(exp, d) for d in exp.datasets}
-    done = map_unique(executor, functools.partial(execute_phase1, root=root, data=data,
-                                                  reuse_other_versions=reuse_other_versions),
-                      [s for group in specs.values() for s in group], "phase 1", on_progress)
+    options = {"root": root, "data": data, "reuse_other_versions": reuse_other_versions}
+    done = map_unique(executor, functools.partial(execute_phase1, **options),
+                      [s for group in specs.values() for s in group], "phase 1", on_progress,
+                      functools.partial(execute_phase1_stack, **options), batched)
     out = {}
     for name, group in specs.items():
         runs = [done[s.key] for s in group]
@@ -268,11 +413,13 @@ def result_row(exp: Experiment, key: tuple, combination: int, combos: dict, reru
     dataset, method, criterion = key
     spec = combos[(dataset, method, combination)]
     train_groups = create(method, **spec.hparams).group_source or "none"
-    runs = []
+    runs, failed = [], []
     for seed in exp.search.seeds:
         run = reruns[(dataset, method, criterion, seed)]
         record = results[run.key]["best"].get(criterion)
         if record is None:  # a failed run, or the criterion had no value in it
+            error = results[run.key].get("error") or f"no value of {criterion} in this run"
+            failed.append({"seed": seed, "key": run.key, "error": error})
             continue
         runs.append({"seed": seed, "key": run.key, "step": record["step"],
                      "test_wga": record["test"].get("wga"), "test_avg_acc": record["test"]["avg_acc"],
@@ -281,5 +428,5 @@ def result_row(exp: Experiment, key: tuple, combination: int, combos: dict, reru
     return {"dataset": dataset, "method": method, "criterion": criterion, "combination": combination,
             "hparams": spec.hparams, "train": {k: v for k, v in spec.train.items() if k != "seed"},
             "setting": setting(train_groups, criterion),
-            "runs": runs}
+            "runs": runs, "failed": failed}
 

@@ -23,5 +23,6 @@ class TrainConfig(BaseModel):
     hidden: list[PositiveInt] = [390, 390]
     bias: bool = True
     zero_init_head: bool = True
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient's norm to this; None: no clipping")
     seed: int = 0
     device: str = "cpu"

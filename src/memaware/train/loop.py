@@ -10,7 +10,7 @@ from torch import nn
 
 from ..data.dataset import SPLITS, Dataset, Split
 from ..errors import MemawareError
-from ..metrics import accuracy_report
+from ..metrics import accuracy_report, probability_report
 from ..methods.base import Method, TrainContext, create
 from ..runinfo import run_info
 from .config import TrainConfig
@@ -89,7 +89,8 @@ class BestTracker:
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     """Logits of `model` on `x` (moved chunk by chunk to the model's device), in eval mode; the
-    model's train mode is restored."""
+    model's train mode is restored. Streamed inputs (memaware.data.stream) set their own chunk size."""
+    chunk = getattr(x, "eval_batch", chunk)
     was_training = model.training
     model.eval()
     device = next(model.parameters(), x).device
@@ -100,21 +101,29 @@ def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torc
 
 
 def evaluate(model: nn.Module, splits: dict[str, Split], inferred: dict[str, torch.Tensor] | None = None) -> dict:
-    """Accuracy reports of `model` on each split (with inferred-group WGA where inferred groups exist)."""
+    """Accuracy, AUROC and calibration reports of `model` on each split (with inferred-group WGA where
+    inferred groups exist)."""
     inferred = inferred or {}
     out = {}
     for name, s in splits.items():
-        pred = predict_logits(model, s.x).argmax(1)
+        logits = predict_logits(model, s.x).view(len(s.y), s.n_classes)
+        pred = logits.argmax(1)
         m = inferred.get(name)
-        out[name] = accuracy_report(pred, s.y, s.n_classes, s.a, s.n_attrs, None if m is None else m.to(pred.device),
-                                    s.attributes, s.attribute_names)
+        out[name] = {**accuracy_report(pred, s.y, s.n_classes, s.a, s.n_attrs, None if m is None else m.to(pred.device),
+                                       s.attributes, s.attribute_names),
+                     **probability_report(torch.softmax(logits, 1), s.y, s.groups, s.n_groups)}
     return out
 
 
-def training_groups(method: Method, train: Split, heldout) -> tuple[torch.Tensor | None, int]:
-    """The group ids (and their number) that `method` may use in training, per its group source."""
+def training_groups(method: Method, train: Split, heldout, config: TrainConfig) -> tuple[torch.Tensor | None, int]:
+    """The group ids (and their number) that `method` may use in training, per its group source
+    (groups="eiil": inferred here by EIIL from the train split's labels)."""
     if not method.needs_groups:
         return None, 0
+    if method.group_source == "eiil":
+        from ..heldout.eiil import eiil_train_groups
+
+        return eiil_train_groups(train, config), train.n_classes * 2
     if method.group_source == "true":
         if train.a is None:
             raise MemawareError(f"{method.registry_name} needs true group labels: the data has no 'a'")
@@ -132,24 +141,29 @@ def check_finite(loss: torch.Tensor, name: str, step: int) -> None:
         raise MemawareError(f"{name}: the loss became {float(loss)} by step {step}; lower the learning rate")
 
 
-def optimize(model: nn.Module, config: TrainConfig, sampler, batch_loss, after_step=None, name: str = "training"):
+def optimize(model: nn.Module, config: TrainConfig, sampler, batch_loss, after_step=None, name: str = "training",
+             optimizer=None, check=check_finite):
     """Take `config.steps` optimizer steps on `model`.
 
     batch_loss(idx) -> (loss, logits) for a batch of example positions drawn from `sampler`;
-    after_step(step, idx, detached logits, detached loss) runs after each update.
+    after_step(step, idx, detached logits, detached loss) runs after each update. The batched engine
+    (memaware.train.batched) passes a loss with one entry per stacked model, its own (optimizer,
+    scheduler) and a `check` that records non-finite losses per model instead of raising.
     """
-    optimizer, scheduler = make_optimizer(model, config)
+    optimizer, scheduler = optimizer or make_optimizer(model, config)
     device = torch.device(config.device)
     for step in range(config.steps):
         idx = next(sampler).to(device)
         loss, logits = batch_loss(idx)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(torch.ones_like(loss))
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
         loss = loss.detach()
         if step % _FINITE_CHECK_EVERY == 0 or step == config.steps - 1:
-            check_finite(loss, name, step)
+            check(loss, name, step)
         if after_step is not None:
             after_step(step, idx, logits.detach(), loss)
 
@@ -162,8 +176,16 @@ def make_optimizer(model: nn.Module, config: TrainConfig):
         opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    decay = (lambda step: max(0.0, 1.0 - step / config.steps)) if config.lr_schedule == "linear" else (lambda step: 1.0)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    return opt, lr_scheduler(opt, config)
+
+
+def lr_scheduler(optimizer, config: TrainConfig):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_decay(config))
+
+
+def lr_decay(config: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate factor of `config`'s schedule at each step (constant, or linear decay to 0)."""
+    return (lambda step: max(0.0, 1.0 - step / config.steps)) if config.lr_schedule == "linear" else (lambda step: 1.0)
 
 
 def fit(
@@ -184,25 +206,18 @@ def fit(
     """
     config = config or TrainConfig()
     method = create(method, **hparams) if isinstance(method, str) else method
-    device = torch.device(config.device)
-    generator = torch.Generator().manual_seed(config.seed)
-    splits = {s: data.get(s, device) for s in SPLITS}
+    splits = {s: data.get(s, config.device) for s in SPLITS}
+    model, predictor, sampler = prepare(data, splits, method, config, heldout, model)
     train = splits["train"]
-    groups, n_groups = training_groups(method, train, heldout)
-    heldout_logits = None if heldout is None else heldout.logits.to(device)
-    method.setup(TrainContext(train.x, train.y, data.n_classes, groups, n_groups, heldout_logits, generator, device,
-                              config))
-    if model is None:
-        model = build_model(data.n_features, data.n_classes, config, generator)
-    model = method.wrap_model(model.to(device)).to(device).train()
-    predictor = method.predictor(model)
-    sampler = method.sampler(config.batch_size)
     inferred = None if heldout is None else heldout.inferred
     tracker, history = BestTracker(), []
 
+    everything = getattr(sampler, "everything", False)  # full-batch training: no gather of the inputs
+    inputs = batch_inputs(train, config, everything)
+
     def batch_loss(idx):
-        logits = model(train.x[idx])
-        return method.loss(logits, train.y[idx], idx), logits
+        logits = model(inputs(idx))
+        return method.loss(logits, train.y if everything else train.y[idx], idx), logits
 
     def after_step(step, idx, logits, loss):
         method.update(logits, train.y[idx], idx)
@@ -216,7 +231,40 @@ def fit(
             callback(step, record)
 
     optimize(model, config, sampler, batch_loss, after_step, method.registry_name)
+    return run_result(method, config, heldout, history, tracker, predictor)
+
+
+def batch_inputs(train: Split, config: TrainConfig, everything: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """inputs(idx): the inputs of the training examples at positions idx. In-memory features are rows of
+    `train.x` (all of it when every batch is the whole split); streamed inputs (memaware.data.stream) are
+    fetched by the same positions, in their augmented training form."""
+    if hasattr(train.x, "train_batches"):
+        return train.x.train_batches(config.seed)
+    return (lambda idx: train.x) if everything else train.x.__getitem__
+
+
+def prepare(data: Dataset, splits: dict[str, Split], method: Method, config: TrainConfig, heldout=None,
+            model: nn.Module | None = None) -> tuple[nn.Module, nn.Module, object]:
+    """Set `method` up for one run (its state, from a generator seeded by `config.seed`) and return the
+    module to train, the module that predicts and the batch sampler; `splits` are `data`'s on the device."""
+    device = torch.device(config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    train = splits["train"]
+    groups, n_groups = training_groups(method, train, heldout, config)
+    heldout_logits = None if heldout is None else heldout.logits.to(device)
+    method.setup(TrainContext(train.x, train.y, data.n_classes, groups, n_groups, heldout_logits, generator, device,
+                              config, splits["val"]))
+    if model is None:
+        model = (data.build_model(config, generator) if hasattr(data, "build_model")
+                 else build_model(data.n_features, data.n_classes, config, generator))
+    model = method.wrap_model(model.to(device)).to(device).train()
+    return model, method.predictor(model), method.sampler(config.batch_size)
+
+
+def run_result(method: Method, config: TrainConfig, heldout, history: list[dict], tracker: BestTracker,
+               predictor: nn.Module) -> RunResult:
+    """The RunResult of a finished run."""
     setting = {"train_groups": method.group_source or "none",
                "heldout": (heldout.source if heldout is not None and method.needs_heldout else None)}
     return RunResult(method.registry_name, dict(method.hparams), config.model_dump(), setting, history,
-                     tracker.best, tracker.states, predictor, run_info(device))
+                     tracker.best, tracker.states, predictor, run_info(torch.device(config.device)))

@@ -1,0 +1,125 @@
+"""What an analysis needs from a finished run folder: the data, each method as trained, phase 1.
+
+Two kinds of folder: a `memaware run` output (results.json, heldout.npz, predictions/METHOD/seed-S.parquet)
+and a sweep run folder runs/KEY (spec.json, best.json, checkpoint-<criterion>.pt; phase 1 in
+../../phase1/KEY). Neither keeps a training trajectory, so the scores that need one (self-influence) or
+other models (cross-fitting, Feldman-Zhang) retrain with the recorded training configuration.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import MemawareError
+from ..heldout.base import HeldOut
+from ..train.config import TrainConfig
+from .compute import TrainedMethod
+
+
+@dataclass
+class RunFolder:
+    kind: str  # "run" or "sweep run"
+    data: object
+    methods: list[TrainedMethod]
+    heldout: HeldOut | None
+    setting: dict
+    items: np.ndarray | None = None  # per example of the data set: its file name or text, where known
+
+
+def open_run_folder(path, seed: int | None = None, criterion: str | None = None) -> RunFolder:
+    """Read a `memaware run` output folder or a sweep run folder (runs/KEY)."""
+    path = Path(path)
+    if (path / "results.json").is_file():
+        return _run_output(path, seed)
+    if (path / "spec.json").is_file() and (path / "done").is_file():
+        return _sweep_run(path, criterion)
+    raise MemawareError(f"{path}: neither a `memaware run` output folder (results.json) nor a finished sweep run "
+                        "folder (spec.json and done)")
+
+
+ITEM_COLUMNS = ("path", "filename", "file", "text", "item")
+
+
+def table_items(source: dict) -> np.ndarray | None:
+    """The file name or text of each row of a .csv/.parquet data file (its first column named path,
+    filename, file, text or item: left out of the features with --ignore), else None."""
+    from ..data.io import read_table
+
+    path = Path(source["data"])
+    if path.suffix not in (".csv", ".parquet") or not path.is_file():
+        return None
+    table = read_table(path)
+    column = next((c for c in ITEM_COLUMNS if c in table.columns), None)
+    return None if column is None else table[column].astype(str).to_numpy()
+
+
+def _load_heldout(path: Path) -> HeldOut | None:
+    return HeldOut.load(path) if path.is_file() else None
+
+
+def _train_logits(predictions_file: Path, n_classes: int) -> torch.Tensor | None:
+    """Log-probabilities of the selected model on the train split, by position, from its predictions file."""
+    import pandas as pd
+
+    if not predictions_file.is_file():
+        return None
+    frame = pd.read_parquet(predictions_file)
+    train = frame[frame["split"] == "train"].sort_values("index")
+    probs = train[[f"prob_{k}" for k in range(n_classes)]].to_numpy(dtype=np.float64)
+    return torch.as_tensor(np.log(np.clip(probs, 1e-12, None)), dtype=torch.float32)
+
+
+def _run_output(path: Path, seed: int | None) -> RunFolder:
+    from ..saved import load_run_data, predictions_path, read_results
+
+    results = read_results(path)
+    seeds = results.get("seeds", [0])
+    seed = seeds[0] if seed is None else seed
+    if seed not in seeds:
+        raise MemawareError(f"--seed {seed}: the run trained seeds {', '.join(map(str, seeds))}")
+    data = load_run_data(path)
+    methods = []
+    for label, entry in results["methods"].items():
+        config = TrainConfig(**{**entry["train_config"], "seed": seed})
+        logits = _train_logits(predictions_path(path, label, seed), data.n_classes)
+        methods.append(TrainedMethod(label, entry["method"], config, entry["hparams"], logits))
+    first = next(iter(results["methods"].values()))
+    setting = {"folder": str(path), "kind": "memaware run", "seed": seed, "criterion": first["criterion"]}
+    items = table_items(results["source"]) if "source" in results else None
+    return RunFolder("run", data, methods, _load_heldout(path / "heldout.npz"), setting, items)
+
+
+def _sweep_run(path: Path, criterion: str | None) -> RunFolder:
+    from ..data.registry import load_dataset
+    from ..sweep import store
+    from ..train.checkpoint import load_checkpoint
+    from ..train.loop import predict_logits
+    from ..train.models import build_model
+
+    spec = json.loads((path / "spec.json").read_text())["spec"].get("run")
+    if spec is None:
+        raise MemawareError(f"{path}: a phase-1 folder, not a training run")
+    best = store.read_best(path)
+    if not best:
+        raise MemawareError(f"{path}: this run failed ({store.read_json(path / store.DONE).get('error')})")
+    criterion = criterion or ("va_wga" if "va_wga" in best else next(iter(best)))
+    if criterion not in best:
+        raise MemawareError(f"--criterion {criterion}: not recorded for this run (recorded: {', '.join(best)})")
+    data = load_dataset(spec["dataset"], **spec["dataset_args"])
+    config = TrainConfig(**spec["train"])
+    heldout = None if spec["phase1"] is None else _load_heldout(path.parent.parent / "phase1" / spec["phase1"] /
+                                                                "heldout.npz")
+    model = build_model(data.n_features, data.n_classes, config, torch.Generator())
+    try:
+        model.load_state_dict(load_checkpoint(path / f"checkpoint-{criterion}.pt")["model"])
+        logits = predict_logits(model, torch.as_tensor(data.x[data.mask("train")]))
+    except (RuntimeError, MemawareError):  # a method whose predictor is not the plain model (LfF, AFR)
+        logits = None
+    method = TrainedMethod(spec["method"], spec["method"], config, spec["hparams"], logits)
+    setting = {"folder": str(path), "kind": "sweep run", "dataset": spec["dataset"], "seed": config.seed,
+               "criterion": criterion, "selected_step": best[criterion]["step"]}
+    return RunFolder("sweep run", data, [method], heldout, setting)

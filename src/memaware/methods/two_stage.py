@@ -72,3 +72,20 @@ def training_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
     from ..train.loop import predict_logits
 
     return (predict_logits(model, x).argmax(1) != y).long()
+
+
+class HeadRetraining:
+    """Mixin: train a first ERM model and hand the loop its frozen body under the initial head."""
+
+    defaults = {"first_steps": None}
+    bounds = {"first_steps": (1, float("inf"))}
+
+    def batchable(self, config):
+        return super().batchable(config) and config.arch == "linear"  # a deeper one trains a first model apart
+
+    def wrap_model(self, model):
+        body, head = split_head(model, self.name)
+        if not has_parameters(body):
+            return model
+        first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
+        return last_layer_model(split_head(first, self.name)[0], head)

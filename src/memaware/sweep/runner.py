@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from ..errors import MemawareError
-from ..results import setting
+from ..results import SCORE_KEYS, setting
 from ..train.loop import criterion_value, selection_key
 from . import store
 from .executors import LocalExecutor, TaskFailed
@@ -424,6 +424,7 @@ def result_row(exp: Experiment, key: tuple, combination: int, combos: dict, reru
         runs.append({"seed": seed, "key": run.key, "step": record["step"],
                      "test_wga": record["test"].get("wga"), "test_avg_acc": record["test"]["avg_acc"],
                      "test_wca": record["test"]["wca"], "val_value": criterion_value(record, criterion),
+                     **{f"test_{k}": record["test"].get(k) for k in SCORE_KEYS},
                      "val_avg_acc": record["val"]["avg_acc"]})
     return {"dataset": dataset, "method": method, "criterion": criterion, "combination": combination,
             "hparams": spec.hparams, "train": {k: v for k, v in spec.train.items() if k != "seed"},

@@ -96,6 +96,15 @@ def train_config(**fields):
                             f"(got {first.get('input')!r})") from None
 
 
+def one_cpu_thread() -> None:
+    """Small models train on one CPU thread unless OMP_NUM_THREADS says otherwise: as fast on an idle
+    machine, and many times faster on a busy one, where PyTorch's threads wait for each other."""
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -120,6 +129,7 @@ def demo(
 
     check_output(out)
     device = resolve_device(device)
+    one_cpu_thread()
     start = time.perf_counter()
     with progress_bar() as progress:
         update = stage_updater(progress)
@@ -273,6 +283,7 @@ def run(
         if weights is not None or layout is not None:
             raise MemawareError("--weights and --layout apply to --backbone")
         dataset = open_data(data, feature_list, ignore_list)
+        one_cpu_thread()
     else:
         check_network_options(method_objs, heldout, standardize, feature_list or ignore_list)
         dataset = open_stream(data, layout, backbone, weights, image_size, max_length, workers)

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MemawareError
 from . import app, user_errors
-from .core import check_output, progress_bar, stage_updater
+from .core import check_output, one_cpu_thread, progress_bar, stage_updater
 
 
 def parse_list(value: str, allowed, option: str) -> tuple[str, ...]:
@@ -53,6 +53,7 @@ def sweep(
         "ray_address": ray_address}.items() if v is not None})
     out = out or Path("runs") / exp.name
     check_output(out)
+    one_cpu_thread()
     say_other_versions(other_version_runs(out), reuse)
     start = time.perf_counter()
     with progress_bar() as progress:
@@ -91,7 +92,10 @@ def say_other_versions(counts: dict[str, int], reuse: bool) -> None:
 
     if not counts:
         return
-    found = ", ".join(f"{n} by {version}" for version, n in sorted(counts.items()))
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    found = ", ".join(f"{n} by {version}" for version, n in ranked[:3])
+    if len(ranked) > 3:
+        found += f", {sum(n for _, n in ranked[3:])} by {len(ranked) - 3} other versions"
     action = ("reusing them (--reuse-runs-from-other-versions)" if reuse else
               "running them again; pass --reuse-runs-from-other-versions to keep them")
     typer.echo(f"note: finished runs here were written by other memaware code ({found}; this is "

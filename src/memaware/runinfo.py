@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import platform
 import sys
@@ -17,8 +18,10 @@ def device_name(device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """memaware's version and a fingerprint of its source files: runs written by other code differ here."""
+    """memaware's version and a fingerprint of its source files: runs written by other code differ here.
+    Computed once per process, when the code was loaded (a file edited later does not change it)."""
     from . import __version__
 
     digest = hashlib.sha256()

@@ -222,3 +222,12 @@ def test_a_named_data_set_can_be_standardized_on_its_train_split():
     train = data.x[data.mask("train")]
     assert np.allclose(train.mean(0), 0, atol=1e-5) and np.allclose(train.std(0), 1, atol=1e-4)
     assert not np.allclose(raw.x[raw.mask("train")].std(0), 1, atol=1e-2)
+
+
+def test_running_again_into_the_same_folder_replaces_its_outputs(table_file, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("run", "--data", table_file, "--methods", "erm,mat", "--out", out, *FAST).exit_code == 0
+    result = invoke("run", "--data", table_file, "--methods", "erm", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((out / "results.json").read_text())["methods"]) == {"erm"}
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["erm"]

@@ -71,13 +71,16 @@ def check_output(path: Path, option: str = "--out", folder: bool = True) -> None
 
 @contextmanager
 def output_dir(out: Path):
-    """Yield a temporary folder beside `out`; on success its files move into `out`, else nothing is left."""
+    """Yield a temporary folder beside `out`; on success its files and folders replace those of the same
+    name in `out` (a folder such as models/ as a whole), else nothing is left."""
     out.parent.mkdir(parents=True, exist_ok=True) if out.parent != Path("") else None
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else "."))
     try:
         yield tmp
         out.mkdir(parents=True, exist_ok=True)
         for item in tmp.iterdir():
+            if item.is_dir() and (out / item.name).is_dir():
+                shutil.rmtree(out / item.name)
             item.replace(out / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -177,6 +177,8 @@ class RayExecutor:
     task whose worker or node died (`retries` times). `fn` (with the data sets the runner loaded into it)
     is put in the object store once per stage."""
 
+    preload_data = True  # the runner loads the stage's data sets before `map`, to ship them once
+
     def __init__(self, address: str | None = None, cpus: float = 1, gpus: float = 0, retries: int = 2,
                  tasks: int | None = None, status: Status | None = None):
         try:
@@ -189,8 +191,6 @@ class RayExecutor:
             ray.init(**options, log_to_driver=False, configure_logging=False)
         self.tasks = tasks or max(1, int(ray.cluster_resources().get("CPU", 1) / cpus) * 4)
         self.remote = ray.remote(run_chunk).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries)
-
-    preload_data = True
 
     def map(self, fn, specs):
         ray = self.ray

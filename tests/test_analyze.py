@@ -14,7 +14,8 @@ import memaware as mw
 import memaware.cli.analyze  # noqa: F401  (registers the commands)
 from memaware.analyze import TrainedMethod, analyze, crossfit_gap, feldman_zhang, heldout_gap, self_influence
 from memaware.analyze.regression import fit_regression
-from memaware.analyze.scores import fold_masks, half_masks, last_layer_grad_norms, train_subset
+from memaware.analyze.scores import (fold_masks, half_masks, influence_beyond_group, last_layer_grad_norms,
+                                     train_subset)
 from memaware.analyze.summary import minority_aucs, ranking_auc
 from memaware.cli import app
 from memaware.data import make_figure1
@@ -34,16 +35,27 @@ def noisy():
     return data, mw.xrm(data, CONFIG)
 
 
-def test_last_layer_gradient_norms_match_autograd():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
-    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
-    expected = []
+def per_example_gradients(model, x, y):
+    grads = []
     for xi, yi in zip(x, y):
         model.zero_grad()
         nn.functional.cross_entropy(model(xi[None]), yi[None]).backward()
-        expected.append(model[2].weight.grad.pow(2).sum() + model[2].bias.grad.pow(2).sum())
-    assert torch.allclose(last_layer_grad_norms(model, x, y), torch.stack(expected), rtol=1e-4)
+        grads.append(torch.cat([model[2].weight.grad.flatten(), model[2].bias.grad]))
+    return torch.stack(grads)
+
+
+def test_last_layer_gradients_match_autograd():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+    x, y, groups = torch.randn(7, 5), torch.tensor([0, 1, 2, 0, 1, 2, 0]), torch.tensor([0, 0, 1, 1, 1, 0, 2])
+    g = per_example_gradients(model, x, y)
+    dots = g @ g.T
+    assert torch.allclose(last_layer_grad_norms(model, x, y), dots.diag(), rtol=1e-4)
+    beyond = []
+    for i in range(len(x)):
+        peers = [j for j in range(len(x)) if groups[j] == groups[i] and j != i]
+        beyond.append(dots[i, i] - (dots[i, peers].mean() if peers else 0))
+    assert torch.allclose(influence_beyond_group(model, x, y, groups), torch.stack(beyond), rtol=1e-4, atol=1e-6)
 
 
 def test_heldout_gap_and_ranking_auc_known_answers():
@@ -98,11 +110,29 @@ def test_without_noise_the_gap_does_not_single_out_the_minority():
     assert (gap > 0.25).mean() == 0
 
 
-def test_self_influence_also_ranks_hard_unmemorized_examples_high():
-    """Self-influence measures how long an example's loss stays high, not only memorization: at sigma = 0
-    the minority is learned late through the core feature and still scores highest (docs/memorization.md)."""
+@pytest.fixture(scope="module")
+def clean_influence():
+    """ERM's self-influence without noise: beyond its group (the default) and raw."""
     data = make_figure1(n=200, d=200, sigma=0.0, seed=0)
-    assert ranking_auc(self_influence(data, "erm", CONFIG)[0].numpy(), minority(data)) > 0.9
+    return data, {relative: self_influence(data, "erm", CONFIG, relative=relative)[0].numpy()
+                  for relative in (True, False)}
+
+
+def test_without_noise_self_influence_does_not_single_out_the_minority(noisy, clean_influence):
+    """sigma = 0: a minority example is fit through the core feature its group shares, so its influence on
+    itself is the influence it has on its group: self-influence beyond the group is near 0 for everyone,
+    a small fraction of what ERM's minority gets with noise, and ranks the minority near chance."""
+    data, influence = clean_influence
+    with_noise = self_influence(*noisy[:1], "erm", CONFIG)[0].numpy()[minority(noisy[0])].mean()
+    assert 0.3 < ranking_auc(influence[True], minority(data)) < 0.7
+    assert influence[True][minority(data)].mean() < 0.1 * with_noise
+
+
+def test_raw_self_influence_also_ranks_hard_unmemorized_examples_high(clean_influence):
+    """Plain TracIn measures how long an example's loss stays high, not only memorization: at sigma = 0
+    the minority is learned late through the core feature and still scores highest (docs/memorization.md)."""
+    data, influence = clean_influence
+    assert ranking_auc(influence[False], minority(data)) > 0.9
 
 
 def test_analysis_tables_verdicts_and_files(noisy, tmp_path):

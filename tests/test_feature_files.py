@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 import memaware.cli.core  # noqa: F401  (registers `memaware run`)
 from memaware.cli import app
+from memaware.analyze.folders import table_items
 from memaware.data import Dataset, load, save
 from memaware.errors import DataError
 
@@ -90,3 +91,13 @@ def test_run_on_a_corrupt_file_exits_2_and_writes_nothing(tmp_path):
     assert result.exit_code == 2, result.output
     assert "cannot read as .pt" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv", ".parquet"])
+def test_item_names_are_kept_beside_the_features_and_never_used_as_one(tmp_path, suffix):
+    ds, names = features(), [f"img/{i}.jpg" for i in range(24)]
+    path = save(ds, tmp_path / f"f{suffix}", items=names)
+    back = load(path)
+    assert back.n_features == ds.n_features and np.allclose(back.x, ds.x)
+    assert table_items({"data": str(path)}).tolist() == names
+    assert table_items({"data": str(save(ds, tmp_path / f"plain{suffix}"))}) is None

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import memaware.cli.featurize  # noqa: F401  (registers the command)
 from memaware import featurize as fz
+from memaware.analyze.folders import table_items
 from memaware.cli import app
 from memaware.data import load
 from memaware.errors import DataError, MissingExtraError
@@ -190,5 +191,7 @@ def test_cli_featurizes_a_folder_in_a_standard_layout(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert load(out).x.shape == (9, 1280)
+    items = table_items({"data": str(out)})  # what `memaware analyze` names the most memorized examples by
+    assert [Path(item).name for item in items] == [f"p{i}.jpg" for i in range(9)]
     result = CliRunner().invoke(app, ["featurize", str(tmp_path / "empty"), "--out", str(out), "--layout", "images"])
     assert result.exit_code == 2 and "no such folder" in result.output

@@ -23,9 +23,11 @@ ESTIMATORS = {
                      "that did not (Feldman and Zhang 2020); cost: m trainings on n/2 examples",
     "phase1_gap": "p(y) of the selected model minus p(y) of phase 1's held-out logits; cost: none; a "
                   "memorization score for ERM-like methods only (phase 1 is ERM-like)",
-    "self_influence": "TracIn self-influence: sum over checkpoints of lr x (steps between checkpoints) x the "
-                      "squared norm of the example's cross-entropy gradient, exact for the last linear layer; "
-                      "cost: one training",
+    "self_influence": "TracIn self-influence beyond the group: sum over checkpoints of lr x (steps between "
+                      "checkpoints) x (the example's last-layer cross-entropy gradient . itself minus its mean . "
+                      "with the gradients of the other examples of its group); cost: one training",
+    "raw_self_influence": "plain TracIn self-influence: the same sum with the squared norm of the gradient; also "
+                          "high for examples that are only hard; cost: one training",
 }
 
 
@@ -59,8 +61,9 @@ def method_scores(data: Dataset, trained: TrainedMethod, heldout: HeldOut | None
     if "phase1_gap" in scores and heldout is not None and trained.heldin_logits is not None:
         y = torch.as_tensor(data.y[data.mask("train")])
         out["phase1_gap"] = S.heldout_gap(trained.heldin_logits.cpu(), heldout.logits, y)
-    if "self_influence" in scores:
-        out["self_influence"] = S.self_influence(data, **common)[0]
+    for name, relative in (("self_influence", True), ("raw_self_influence", False)):
+        if name in scores:
+            out[name] = S.self_influence(data, relative=relative, **common)[0]
     return {k: v.cpu().numpy() for k, v in out.items()}
 
 

@@ -13,7 +13,8 @@ METHOD_COLOURS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564
 TITLES = {"crossfit_gap": "held-in minus held-out p(y), cross-fitting",
           "feldman_zhang": "Feldman-Zhang estimate (random halves)",
           "phase1_gap": "p(y) minus phase-1 held-out p(y)",
-          "self_influence": "self-influence (TracIn, last layer)"}
+          "self_influence": "self-influence beyond the group (TracIn, last layer)",
+          "raw_self_influence": "self-influence (TracIn, last layer)"}
 
 
 def pyplot():

@@ -45,11 +45,15 @@ ITEM_COLUMNS = ("path", "filename", "file", "text", "item")
 
 
 def table_items(source: dict) -> np.ndarray | None:
-    """The file name or text of each row of a .csv/.parquet data file (its first column named path,
-    filename, file, text or item: left out of the features with --ignore), else None."""
-    from ..data.io import read_table
+    """The file name or text of each row of a data file: an .npz's array `item` (written by `memaware
+    featurize`), a .csv/.parquet file's first column named path, filename, file, text or item (other than
+    item, left out of the features with --ignore); else None."""
+    from ..data.io import ITEM, read_table
 
     path = Path(source["data"])
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as arrays:
+            return arrays[ITEM].astype(str) if ITEM in arrays.files else None
     if path.suffix not in (".csv", ".parquet") or not path.is_file():
         return None
     table = read_table(path)

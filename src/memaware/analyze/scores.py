@@ -10,10 +10,15 @@ Every score is a vector over the train split, by position, higher meaning "more 
 - `feldman_zhang`: the subsampling estimate of Feldman and Zhang (2020): m models on random halves;
   mean p(y_i) over models that saw i minus the mean over models that did not. Cost: m trainings on n/2
   examples; its standard error shrinks as 1/sqrt(m).
-- `self_influence`: TracIn (Pruthi et al. 2020) self-influence, the sum over checkpoints of the learning
-  rate times the squared norm of the example's loss gradient, exact for the last linear layer:
-  ||p_i - e_y||^2 (||h_i||^2 + 1 with a bias), h_i the layer's input. Cost: one training, plus a forward
-  pass over the train split at each checkpoint.
+- `self_influence`: TracIn (Pruthi et al. 2020) self-influence beyond the example's group: the sum over
+  checkpoints of the learning rate times (the example's gradient . its own gradient minus the mean of its
+  gradient . the gradient of each other training example of its group), exact for the last linear layer,
+  where an example's gradient is (p_i - e_y) (h_i, 1) with h_i the layer's input. The part of an example's
+  influence on itself that its group does not share: an example fit through features it shares with its
+  group scores near 0, one fit through features of its own scores high. Cost: one training, plus a
+  forward pass over the train split at each checkpoint.
+- `raw_self_influence`: plain TracIn self-influence (the same sum with ||gradient||^2): it also ranks
+  examples that are merely hard (learned late, not memorized) high.
 """
 from __future__ import annotations
 
@@ -128,9 +133,9 @@ def last_linear(model: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def last_layer_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Squared norm of each example's cross-entropy gradient with respect to the last linear layer:
-    ||softmax(logits) - onehot(y)||^2 (||h||^2 + 1 if the layer has a bias), h the layer's input."""
+def last_layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192):
+    """Each example's cross-entropy gradient with respect to the last linear layer, as the factors of its
+    outer product: (softmax(logits) - onehot(y), (h, 1 if the layer has a bias)), h the layer's input."""
     layer = last_linear(model)
     inputs = []
     hook = layer.register_forward_hook(lambda module, args, out: inputs.append(args[0].flatten(1)))
@@ -138,31 +143,72 @@ def last_layer_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ch
         logits = predict_logits(model, x, chunk)
     finally:
         hook.remove()
-    h = torch.cat(inputs)
+    h = torch.cat(inputs).double()
+    if layer.bias is not None:
+        h = torch.cat([h, h.new_ones(len(h), 1)], 1)
     residual = torch.softmax(logits.double(), 1) - nn.functional.one_hot(y.to(logits.device), logits.shape[1])
-    return (residual.pow(2).sum(1) * (h.double().pow(2).sum(1) + (layer.bias is not None))).float().cpu()
+    return residual, h
+
+
+def last_layer_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Squared norm of each example's cross-entropy gradient with respect to the last linear layer:
+    ||softmax(logits) - onehot(y)||^2 (||h||^2 + 1 if the layer has a bias)."""
+    residual, h = last_layer_gradients(model, x, y, chunk)
+    return (residual.pow(2).sum(1) * h.pow(2).sum(1)).float().cpu()
+
+
+def influence_beyond_group(model: nn.Module, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """g_i . g_i minus the mean of g_i . g_j over the other examples j of i's group (g the last-layer
+    gradient); an example alone in its group keeps g_i . g_i."""
+    residual, h = last_layer_gradients(model, x, y)
+    own = residual.pow(2).sum(1) * h.pow(2).sum(1)
+    groups = groups.to(own.device)
+    out = own.clone()
+    for g in groups.unique():
+        members = groups == g
+        n = int(members.sum())
+        if n > 1:
+            total = residual[members].T @ h[members]  # the sum of the group's gradients, (K, d)
+            with_self = ((h[members] @ total.T) * residual[members]).sum(1)
+            out[members] = own[members] - (with_self - own[members]) / (n - 1)
+    return out.float().cpu()
+
+
+def peer_groups(data: Dataset, heldout: HeldOut | None = None) -> torch.Tensor:
+    """The groups self-influence compares an example with: true groups (y, a) where the data has them,
+    else phase 1's inferred groups (y, m), else the class."""
+    train = data.get("train")
+    if train.a is not None:
+        return train.groups
+    if heldout is not None and "train" in heldout.inferred:
+        return train.y * 2 + heldout.inferred["train"].to(train.y.device)
+    return train.y
 
 
 def self_influence(data: Dataset, method: str = "erm", config: TrainConfig | None = None,
                    heldout: HeldOut | None = None, every: int | None = None, model: nn.Module | None = None,
-                   callback=None, **hparams):
+                   callback=None, groups: torch.Tensor | None = None, relative: bool = True, **hparams):
     """TracIn self-influence of each training example over one training run of `method`.
 
-    Every `every` steps (default: config.checkpoint_freq, or steps // 20) adds lr(step) * every *
-    ||grad of the cross-entropy of the model's prediction wrt its last layer||^2. The loss is the model's
-    own cross-entropy for every method (MAT's shift is a training device, not part of the prediction).
-    Returns (scores, RunResult).
+    Every `every` steps (default: config.checkpoint_freq, or steps // 20) adds lr(step) * every * the
+    example's last-layer gradient . its own gradient, minus (relative=True) the mean . with the gradients
+    of the other training examples of its group (`groups` by train position; default `peer_groups`). The
+    loss is the model's own cross-entropy for every method (MAT's shift is a training device, not part of
+    the prediction). Returns (scores, RunResult).
     """
     config = config or TrainConfig()
     every = every or config.checkpoint_freq or max(config.steps // 20, 1)
     if model is None:
         model = build_model(data.n_features, data.n_classes, config, torch.Generator().manual_seed(config.seed))
     train = data.get("train", config.device)
+    groups = peer_groups(data, heldout) if relative and groups is None else groups
     total = torch.zeros(len(train))
 
     def accumulate(step, record):
         if step % every == 0:
-            total.add_(lr_at(config, step) * every * last_layer_grad_norms(model, train.x, train.y))
+            scores = (influence_beyond_group(model, train.x, train.y, groups) if relative
+                      else last_layer_grad_norms(model, train.x, train.y))
+            total.add_(lr_at(config, step) * every * scores)
         if callback is not None:
             callback(step, record)
 

@@ -7,7 +7,7 @@ import pandas as pd
 from ..data.dataset import Dataset
 
 PROBABILITY_SCORES = ("crossfit_gap", "feldman_zhang", "phase1_gap")
-SCORES = PROBABILITY_SCORES + ("self_influence",)
+SCORES = PROBABILITY_SCORES + ("self_influence", "raw_self_influence")
 MEMORIZED = 0.25  # a probability gap above this counts as memorized
 TOP_QUANTILE = 0.9  # self-influence has no natural scale: "high" is above this quantile over all rows
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import MemawareError
 from . import app, user_errors
-from .core import check_output, output_dir, progress_bar, stage_updater, stdout
+from .core import check_output, one_cpu_thread, output_dir, progress_bar, stage_updater, stdout
 
 FIGURES = ("figure1", "figure2", "figure3")
 
@@ -28,7 +28,8 @@ def analyze(
     run_dir: Path = typer.Argument(..., help="a `memaware run` output folder or a sweep run folder (runs/KEY)"),
     out: Optional[Path] = typer.Option(None, help="folder for the analysis (default: RUN_DIR/analysis)"),
     scores: str = typer.Option("crossfit_gap,self_influence",
-                               help="comma-separated: crossfit_gap, self_influence, phase1_gap, feldman_zhang"),
+                               help="comma-separated: crossfit_gap, self_influence, raw_self_influence, phase1_gap, "
+                               "feldman_zhang"),
     folds: int = typer.Option(5, min=2, help="cross-fitting folds (crossfit_gap: this many trainings per method)"),
     fz_models: int = typer.Option(0, min=0, help="models on random halves for feldman_zhang (0: not computed "
                                   "unless --scores names it, then 8)"),
@@ -45,6 +46,7 @@ def analyze(
     out = out or run_dir / "analysis"
     check_output(out)
     folder = open_run_folder(run_dir, seed, criterion)
+    one_cpu_thread()
     start = time.perf_counter()
     with progress_bar() as progress:
         update = stage_updater(progress)
@@ -84,6 +86,7 @@ def reproduce(
         if reason:
             raise MemawareError(f"data set '{dataset}' is not available here: {reason}")
     check_output(out)
+    one_cpu_thread()
     start = time.perf_counter()
     extra = {"dataset": dataset} if figure == "figure2" else {}
     with output_dir(out) as tmp:

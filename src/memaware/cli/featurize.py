@@ -84,7 +84,7 @@ def featurize(
             sizing = {k: v for k, v in {"limit": limit, "scale": scale}.items() if v is not None}
             dataset = load_dataset(data, {"cache_dir": cache, "device": device, "batch_size": batch_size,
                                           "callback": tick}, **sizing)
-    save(dataset, out)
+    save(dataset, out, items=data.items if isinstance(data, RawData) else None)
     elapsed = time.perf_counter() - start
     rate = f" ({len(dataset) / elapsed:.0f} items/s)" if elapsed > 0 else ""
     stdout.print(f"wrote {out}: {len(dataset)} rows x {dataset.n_features} features in {elapsed:.1f} s{rate}")

@@ -19,6 +19,7 @@ from .dataset import Dataset
 
 SUFFIXES = (".npz", ".csv", ".parquet", ".pt")
 ATTRIBUTE_PREFIX = "attr:"  # table columns of overlapping 0/1 attributes, e.g. "attr:female"
+ITEM = "item"  # an optional column (array) naming each example: its file or its text; never a feature
 
 
 def load(path: str | os.PathLike, features: list[str] | None = None, name: str | None = None,
@@ -99,7 +100,7 @@ def feature_columns(df, features: list[str] | None, ignore: list[str]) -> list[s
         if c not in df.columns:
             raise DataError(f"column '{c}' not found (found: {', '.join(map(str, df.columns))})")
     if features is None:
-        reserved = {"y", "split", "a", *ignore}
+        reserved = {"y", "split", "a", ITEM, *ignore}
         features = [c for c in df.columns if c not in reserved and not str(c).startswith(ATTRIBUTE_PREFIX)]
     if not features:
         raise DataError("no feature columns")
@@ -129,8 +130,9 @@ def _read_table(path: Path, features: list[str] | None, ignore: list[str]) -> di
     return out
 
 
-def save(ds: Dataset, path: str | os.PathLike) -> Path:
-    """Write a Dataset to .npz, .csv or .parquet (chosen by suffix), atomically."""
+def save(ds: Dataset, path: str | os.PathLike, items=None) -> Path:
+    """Write a Dataset to .npz, .csv or .parquet (chosen by suffix), atomically; `items` (one file name or
+    text per example) is written as the column (array) `item`."""
     path = Path(path)
     if path.suffix not in (".npz", ".csv", ".parquet"):
         raise DataError(f"{path}: cannot write '{path.suffix}', use .npz, .csv or .parquet")
@@ -138,6 +140,8 @@ def save(ds: Dataset, path: str | os.PathLike) -> Path:
     def write(tmp: Path):
         if path.suffix == ".npz":
             extra = {} if ds.a is None else {"a": ds.a}
+            if items is not None:
+                extra[ITEM] = np.asarray(items, dtype=str)
             if ds.attributes is not None:
                 extra.update(attributes=ds.attributes, attribute_names=np.asarray(ds.attribute_names, dtype=str))
             with open(tmp, "wb") as f:
@@ -154,6 +158,8 @@ def save(ds: Dataset, path: str | os.PathLike) -> Path:
                 for j, name in enumerate(ds.attribute_names):
                     df[ATTRIBUTE_PREFIX + name] = ds.attributes[:, j]
             df["split"] = ds.split
+            if items is not None:
+                df[ITEM] = np.asarray(items, dtype=str)
             df.to_csv(tmp, index=False) if path.suffix == ".csv" else df.to_parquet(tmp, index=False)
 
     atomic_write(path, write)

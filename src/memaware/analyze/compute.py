@@ -24,8 +24,8 @@ ESTIMATORS = {
     "phase1_gap": "p(y) of the selected model minus p(y) of phase 1's held-out logits; cost: none; a "
                   "memorization score for ERM-like methods only (phase 1 is ERM-like)",
     "self_influence": "TracIn self-influence beyond the group: sum over checkpoints of lr x (steps between "
-                      "checkpoints) x (the example's last-layer cross-entropy gradient . itself minus its mean . "
-                      "with the gradients of the other examples of its group); cost: one training",
+                      "checkpoints) x (g·g minus the mean of g·g' over the other examples of its group), g the "
+                      "example's cross-entropy gradient of the last layer, g' theirs; cost: one training",
     "raw_self_influence": "plain TracIn self-influence: the same sum with the squared norm of the gradient; also "
                           "high for examples that are only hard; cost: one training",
 }

@@ -44,20 +44,20 @@ def waterbirds_shaped(replicate: int = 1, d: int = 2048, noise: float = 0.5, see
     """The features above; `replicate` copies of the train split's examples, each with fresh noise."""
     rng = np.random.default_rng(seed)
     core, spurious = np.linalg.qr(rng.standard_normal((d, 2)))[0].T
-    y, a, split = [], [], []
+    y, a, split, blocks = [], [], [], []
     for name, sizes in GROUP_SIZES.items():
         copies = replicate if name == "train" else 1
         for g, size in enumerate(sizes):
+            blocks.append((len(y), len(y) + size * copies, g // 2, g % 2))
             y += [g // 2] * size * copies
             a += [g % 2] * size * copies
             split += [name] * size * copies
     y, a = np.asarray(y), np.asarray(a)
     x = rng.standard_normal((len(y), d), dtype=np.float32)
     x *= noise
-    for i in range(0, len(y), 65536):  # in chunks: no (n, d) temporary beside x
-        rows = slice(i, i + 65536)
-        x[rows] += (np.outer(2 * y[rows] - 1, core).astype(np.float32) +
-                    np.outer(2 * (2 * a[rows] - 1), spurious).astype(np.float32))
+    for start, end, label, attribute in blocks:  # each group's examples are one block of rows: added in place
+        x[start:end] += (np.float32(2 * label - 1) * core.astype(np.float32) +
+                         (2 * (2 * attribute - 1) * spurious).astype(np.float32))
     return Dataset(x, y, np.asarray(split), a, name=NAME)
 
 

@@ -1,5 +1,6 @@
 """The batched engine against the one-model path: same selected steps, same metrics, no leaks between runs."""
 import math
+import os
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from memaware.methods import REGISTRY, create
 from memaware.sweep.experiment import load_experiment
 from memaware.sweep.runner import run_sweep
 from memaware.train import TrainConfig, fit
-from memaware.train.batched import fit_many, xrm_many
+from memaware.train.batched import fit_many, train_stack, xrm_many
+from memaware.train.loop import evaluate, evaluate_logits
 
 TINY = "experiments/tiny.yaml"
 PROBLEMS = {"figure1-linear": ("linear", "sgd"), "multiclass3-mlp": ("mlp", "sgd")}
@@ -79,6 +81,36 @@ def test_every_batched_method_matches_the_one_model_path(problems, name, key):
     singles = [fit(data, create(name), c, heldout=heldout) for c in runs]
     for single, batched in zip(singles, fit_many(data, [create(name) for _ in runs], runs, heldout)):
         assert_same_run(single, batched)
+
+
+def test_a_uniform_samplers_blocks_are_its_batches_with_the_draws_in_the_same_order():
+    from memaware.methods import UniformSampler
+
+    for batch_size, pool in [(7, None), (7, torch.arange(3, 40, 2)), (None, None), (50, None)]:
+        one, blocked = (UniformSampler(50, batch_size, torch.Generator().manual_seed(1), pool) for _ in range(2))
+        steps = []
+        for _ in range(23):  # the one-model path: a batch, then the method's draws for it
+            batch = next(one)
+            steps.append((batch, torch.rand(len(batch), generator=one.generator)))
+        blocks = [(block, torch.rand(block.numel(), generator=blocked.generator).view(block.shape))
+                  for block in blocked.blocks(23)]
+        assert torch.equal(torch.stack([b for b, _ in steps]), torch.cat([b for b, _ in blocks]))
+        assert torch.equal(torch.stack([d for _, d in steps]), torch.cat([d for _, d in blocks]))
+        assert len(blocks) > 1 or batch_size in (None, 50)
+
+
+@pytest.mark.parametrize("key", PROBLEMS)
+def test_runs_of_one_batch_size_match_the_one_model_path(problems, key):
+    data, base, heldout = problems[key]
+    runs = configs(base, [{**o, "batch_size": 24} for o in OWN])  # no padding: one batched product on a CPU
+    for name in ("erm", "mat", "groupdro"):
+        for single, batched in zip([fit(data, create(name), c, heldout=heldout) for c in runs],
+                                   fit_many(data, [create(name) for _ in runs], runs, heldout)):
+            assert_same_run(single, batched)
+    runs = [base.model_copy(update={"steps": 30, "batch_size": 24, "seed": s}) for s in range(3)]
+    for single, batched in zip([xrm(data, c) for c in runs], xrm_many(data, runs)):
+        assert single.flip_rate == batched.flip_rate
+        assert all(torch.equal(single.inferred[s], batched.inferred[s]) for s in single.inferred)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
@@ -167,6 +199,8 @@ def test_runs_that_cannot_stack_fall_back_to_the_one_model_path(problems, tmp_pa
     tanh = nn.Sequential(nn.Linear(data.n_features, 4), nn.Tanh(), nn.Linear(4, data.n_classes))
     with pytest.raises(batched.NotStackable, match="stacks Linear and ReLU layers only"):
         batched.train_stack(data, [create("erm")], [base], modules=[tanh])
+    with pytest.raises(batched.NotStackable, match="does not clip each run's gradients"):
+        batched.train_stack(data, [create("erm")], [base.model_copy(update={"grad_clip": 1.0})])
 
     def refuse(*args, **kwargs):
         raise batched.NotStackable("streamed inputs")
@@ -177,3 +211,45 @@ def test_runs_that_cannot_stack_fall_back_to_the_one_model_path(problems, tmp_pa
     assert "batched engine: figure1 trains one run at a time (streamed inputs)" in capsys.readouterr().err
     single = run_sweep(exp, tmp_path / "single", engine="single")
     assert [r["runs"] for r in fallen["results"]] == [r["runs"] for r in single["results"]]
+
+
+def test_metrics_computed_for_all_models_at_once_equal_each_models_evaluation(problems):
+    from dataclasses import replace
+
+    from torch import nn
+
+    from memaware.data.dataset import SPLITS
+
+    g = torch.Generator().manual_seed(0)
+    for key in PROBLEMS:
+        data, _, heldout = problems[key]
+        splits = {s: data.get(s) for s in SPLITS}
+        n = len(splits["val"])
+        splits["val"] = replace(splits["val"], attributes=torch.randint(0, 2, (n, 2), generator=g),
+                                attribute_names=("p", "q"))  # overlapping attributes too
+        logits = {s: torch.randn(4, len(split), data.n_classes, generator=g).round(decimals=1)  # ties
+                  for s, split in splits.items()}
+        logits["test"][1] = 0  # one model predicts the same for every example
+        stacked = evaluate_logits(logits, splits, heldout.inferred)
+        for m, record in enumerate(stacked):
+            own = {s: replace(split, x=logits[s][m]) for s, split in splits.items()}
+            assert record == evaluate(nn.Identity(), own, heldout.inferred)
+        assert "overlap_wga" in stacked[0]["val"] and "gi_wga" in stacked[0]["test"]
+
+
+GRAPHED = ["erm", "mat", "groupdro", "xrm+groupdro", "focal"]
+
+if os.environ.get("MEMAWARE_TEST_DEVICE", "").startswith("cuda"):  # CUDA graphs need a GPU: defined only there
+    @pytest.mark.parametrize("name", GRAPHED)
+    def test_steps_replayed_from_a_cuda_graph_match_steps_taken_one_by_one(problems, name):
+        for key in PROBLEMS:
+            data, base, heldout = problems[key]
+            runs = configs(base)
+            graphed, eager = (train_stack(data, [create(name) for _ in runs], runs, heldout, graphs=g).outcomes
+                              for g in (True, False))
+            for a, b in zip(eager, graphed):
+                assert_same_run(a, b)
+        data, base, _ = problems["figure1-linear"]
+        runs = [base.model_copy(update={"steps": 30, "batch_size": b, "seed": s}) for b, s in [(32, 0), (16, 1)]]
+        for single, batched in zip([xrm(data, c) for c in runs], xrm_many(data, runs)):  # XRM's label flips in a graph
+            assert single.flip_rate == batched.flip_rate

@@ -104,7 +104,8 @@ def test_unreadable_files_are_one_line_errors(tmp_path, name, text, message):
         load_experiment(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "offline-table.yaml", "adult-reference.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "offline-table.yaml", "adult-reference.yaml", "celeba-resnet50.yaml",
+                                  "multinli-bert.yaml"])
 def test_the_example_experiment_files_validate(name):
     exp = load_experiment(ROOT / "experiments" / name)
     assert exp.name == Path(name).stem

@@ -4,6 +4,10 @@ A run folder holds, per method and seed, `models/METHOD/seed-S.pt` (the selected
 weights-only loadable, with what rebuilds it: architecture, input size, classes, feature names and the
 standardization statistics) and `predictions/METHOD/seed-S.parquet` (one row per example of every
 split: index, split, y, a, pred, prob_0..prob_K-1, inferred group when phase 1 ran).
+
+A whole network (`memaware run --backbone`) is saved the same way: its state dict, weights-only, with the
+JSON-able recipe that rebuilds it (`meta["network"]`: backbone, weights file, image size or maximum length,
+layout); its predictions add each image's file name (`file`, relative to the folder).
 """
 from __future__ import annotations
 
@@ -50,14 +54,14 @@ class SavedModel(nn.Module):
 
 
 def canonical_state(predictor: nn.Module, fresh: nn.Module, method: str) -> dict:
-    """`predictor`'s weights in the layout of `fresh` (the plain model of its architecture): methods that
-    wrap or split the model (DFR, AFR, LfF) predict with the same sequence of layers."""
-    leaves = [m for m in predictor.modules() if not list(m.children())]
-    if [type(m) for m in leaves] != [type(m) for m in fresh]:
-        raise MemawareError(f"{method}: its predictor is not a plain {len(fresh)}-layer model and cannot be saved")
-    for target, source in zip(fresh, leaves):
-        target.load_state_dict(source.state_dict())
-    return {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
+    """`predictor`'s weights under the names of `fresh` (the plain model of its architecture): methods that
+    wrap or split the model (DFR, AFR: Sequential(Sequential(body), head); LfF) hold the same tensors in
+    the same order, under other names."""
+    source, target = predictor.state_dict(), fresh.state_dict()
+    if [tuple(v.shape) for v in source.values()] != [tuple(v.shape) for v in target.values()]:
+        raise MemawareError(f"{method}: its predictor does not hold the weights of the plain model "
+                            f"({len(source)} tensors against {len(target)}) and cannot be saved")
+    return {name: value.detach().cpu().clone() for name, value in zip(target, source.values())}
 
 
 def save_model(path, predictor: nn.Module, config: TrainConfig, data: Dataset, meta: dict,
@@ -74,9 +78,39 @@ def save_model(path, predictor: nn.Module, config: TrainConfig, data: Dataset, m
     return Path(path)
 
 
+def network_spec(data, weights=None) -> dict:
+    """What rebuilds the network of `data` (a StreamData), as plain values: backbone name, weights file,
+    image size or maximum text length, layout and modality (paths made absolute)."""
+    net = data.network
+    name = f"hf:{Path(net.name[3:]).absolute()}" if net.name.startswith("hf:") else net.name
+    return {"backbone": name, "weights": None if weights is None else str(Path(weights).absolute()),
+            "image_size": net.image_size or None, "max_length": net.max_length or None,
+            "layout": data.info.get("layout"), "modality": data.modality}
+
+
+def save_network(path, predictor: nn.Module, data, spec: dict, meta: dict) -> Path:
+    """Write the network `predictor` (trained on `data`, a StreamData) with `spec` (network_spec), atomically."""
+    fresh = data.build_model(TrainConfig(), torch.Generator())
+    state = canonical_state(predictor, fresh, meta.get("method", "model"))
+    meta = {**meta, "network": spec, "n_classes": data.n_classes}
+    atomic_write(Path(path), lambda tmp: torch.save({"model": state, "standardization": {}, "meta": meta}, tmp))
+    return Path(path)
+
+
+def rebuild_network(meta: dict):
+    """(the untrained classifier, its Network recipe) that `meta["network"]` describes; the backbone's
+    package and weights file must be there (a one-line MemawareError says what is missing)."""
+    from .train.backbones import network
+
+    spec = meta["network"]
+    recipe = network(spec["backbone"], spec["weights"], spec["image_size"] or 224, spec["max_length"] or 128)
+    return recipe.classifier(meta["n_classes"], TrainConfig(), torch.Generator()), recipe
+
+
 def load_model(path, method: str | None = None, seed: int | None = None) -> SavedModel:
     """A saved model, from its .pt file or from a run folder with `method` (and `seed`: default the
-    run's first seed). Read with weights_only=True: no code is unpickled."""
+    run's first seed). Read with weights_only=True: no code is unpickled. A network's model carries its
+    recipe as `.network` (memaware.train.backbones.Network)."""
     path = Path(path)
     if path.is_dir():
         if method is None:
@@ -88,15 +122,26 @@ def load_model(path, method: str | None = None, seed: int | None = None) -> Save
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         meta = payload["meta"]
-        config = TrainConfig(**{k: meta[k] for k in ARCH_FIELDS})
-        model = build_model(meta["n_features"], meta["n_classes"], config, torch.Generator())
-        model.load_state_dict(payload["model"])
     except FileNotFoundError:
         raise MemawareError(f"{path}: no such model file") from None
     except Exception as err:
         raise MemawareError(f"{path}: not a memaware model file ({type(err).__name__})") from None
+    recipe = None
+    try:
+        if "network" in meta:
+            model, recipe = rebuild_network(meta)
+        else:
+            config = TrainConfig(**{k: meta[k] for k in ARCH_FIELDS})
+            model = build_model(meta["n_features"], meta["n_classes"], config, torch.Generator())
+        model.load_state_dict(payload["model"])
+    except MemawareError:
+        raise
+    except Exception as err:
+        raise MemawareError(f"{path}: not a memaware model file ({type(err).__name__})") from None
     stats = payload["standardization"]
-    return SavedModel(model, stats.get("mean"), stats.get("scale"), meta).eval()
+    saved = SavedModel(model, stats.get("mean"), stats.get("scale"), meta).eval()
+    saved.network = recipe
+    return saved
 
 
 def read_results(run_dir) -> dict:
@@ -116,7 +161,8 @@ def saved_methods(run_dir) -> list[str]:
 
 
 def predictions_frame(model: nn.Module, data: Dataset, inferred: dict | None = None):
-    """One row per example of every split: index, split, y, a, pred, prob_k, inferred (where given)."""
+    """One row per example of every split: index, split, y, a, file (a network's images), pred, prob_k,
+    inferred (where given)."""
     import pandas as pd
 
     from .train.loop import predict_logits
@@ -124,10 +170,15 @@ def predictions_frame(model: nn.Module, data: Dataset, inferred: dict | None = N
     frames = []
     for split in SPLITS:
         s = data.get(split)
+        if len(s) == 0:
+            continue
         probs = torch.softmax(predict_logits(model, s.x).float(), 1).numpy()
         frame = {"index": s.index.numpy(), "split": split, "y": s.y.numpy()}
         if s.a is not None:
             frame["a"] = s.a.numpy()
+        files = getattr(data, "files", None)
+        if files is not None:
+            frame["file"] = np.asarray(files, dtype=object)[data.mask(split)]
         frame["pred"] = probs.argmax(1)
         frame.update({f"prob_{k}": probs[:, k] for k in range(probs.shape[1])})
         if inferred and split in inferred:
@@ -173,6 +224,20 @@ def load_run_data(run_dir) -> Dataset:
     source = read_results(run_dir)["source"]
     data = open_data(source["data"], source["features"], source["ignore"])
     return data.standardized() if source["standardize"] else data
+
+
+def read_network_inputs(source, model: SavedModel):
+    """The layout folder `source` (its layout detected) streamed for the saved network `model`: a StreamData
+    whose inputs `predictions_frame` evaluates (images decoded once into $MEMAWARE_CACHE)."""
+    from .data.layouts import detect_layout, read_layout
+    from .data.stream import stream
+    from .featurize import default_cache_dir
+
+    path = Path(source)
+    if not path.is_dir():
+        raise DataError(f"{source}: the model is a {model.meta['network']['backbone']} network; give a folder of "
+                        f"{model.network.modality}s in a layout (e.g. {model.meta['network']['layout']}), not a file")
+    return stream(read_layout(detect_layout(path), path), model.network, cache_dir=default_cache_dir())
 
 
 def read_inputs(source, meta: dict) -> tuple[np.ndarray, dict]:

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ..errors import DataError, MemawareError
 from . import app, user_errors
+from .checkpoints import Saving, process_device, start_distributed
 
 stdout = Console()
 
@@ -31,10 +32,10 @@ class ExamplesPerSecond(ProgressColumn):
 
 
 @contextmanager
-def progress_bar():
+def progress_bar(shown: bool = True):
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                ExamplesPerSecond())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=Console(stderr=True), transient=True, disable=not shown) as progress:
         yield progress
 
 
@@ -266,6 +267,8 @@ def run(
     grad_clip: Optional[float] = typer.Option(None, help="clip the gradient's norm to this"),
     phase1_finetune: bool = typer.Option(False, help="--backbone: XRM trains twin networks end to end even for a "
                                          "pretrained backbone (default: on its frozen features)"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="write OUT/checkpoint/ every this many steps; the same "
+                                                   "command, rerun after a kill, resumes from it"),
 ):
     """Train methods on your own data (or a named data set) and write OUT/results.json."""
     from ..methods import create
@@ -277,10 +280,15 @@ def run(
     method_objs = {name: create(name, **hparams[name]) for name in names}
     check_criterion(select)
     seed_list = parse_seeds(seeds)
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise MemawareError(f"--checkpoint-every {checkpoint_every}: give a positive number of steps")
+    distributed = start_distributed(resolve_device(device))
     config = train_config(steps=steps, lr=lr, batch_size=batch_size or None, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, arch=arch, checkpoint_freq=checkpoint_freq, seed=seed_list[0],
-                          device=resolve_device(device), lr_schedule=lr_schedule, grad_clip=grad_clip)
+                          device=process_device(resolve_device(device), distributed), lr_schedule=lr_schedule,
+                          grad_clip=grad_clip)
     check_output(out)
+    saving = Saving(out / "checkpoint", checkpoint_every, distributed)
     feature_list, ignore_list = parse_names(features, "--features"), parse_names(ignore, "--ignore")
     if backbone is None:
         if weights is not None or layout is not None:
@@ -289,7 +297,8 @@ def run(
         one_cpu_thread()
     else:
         check_network_options(method_objs, heldout, standardize, feature_list or ignore_list)
-        dataset = open_stream(data, layout, backbone, weights, image_size, max_length, workers)
+        dataset = saving.first_on_main(lambda: open_stream(data, layout, backbone, weights, image_size, max_length,
+                                                            workers))
     stats = dataset.standardization() if standardize else None
     if standardize:
         dataset = dataset.standardized()
@@ -305,23 +314,26 @@ def run(
     criterion = select if select != "auto" else default_criterion(dataset.has_groups, needs_phase1)
 
     start = time.perf_counter()
-    with progress_bar() as progress:
+    with progress_bar(saving.main) as progress:
         update = stage_updater(progress, None if backbone is None else config.batch_size)
         if needs_phase1 and phase1 is None:
             phase1 = run_phase1(dataset, heldout, folds, config.model_copy(update={"steps": xrm_steps or steps}),
-                                update, phase1_finetune)
-        runs = train_methods(dataset, method_objs, hparams, config, seed_list, phase1, update)
+                                update, phase1_finetune, saving)
+        runs = train_methods(dataset, method_objs, hparams, config, seed_list, phase1, update, saving)
     elapsed = time.perf_counter() - start
+    if not saving.main:
+        return saving.close()  # rank 0 of several processes writes the outputs
     source = {"data": str(data), "features": feature_list, "ignore": ignore_list, "standardize": standardize,
               **({} if backbone is None else {"backbone": backbone, "weights": weights and str(weights),
                                                "layout": dataset.info["layout"]})}
     results = run_results(dataset, runs, criterion, phase1, source, seed_list)
     results["seconds"] = round(elapsed, 1)
     with output_dir(out) as tmp:
-        write_run_outputs(tmp, results, runs, dataset, phase1, criterion, stats)
+        write_run_outputs(tmp, results, runs, dataset, phase1, criterion, stats, weights)
+    saving.finished()
+    saving.close()
     print_results(results, criterion)
-    wrote = "models/ and predictions/" if backbone is None else "history.json (no saved networks yet)"
-    stdout.print(f"wrote {out / 'results.json'}, {wrote} in {elapsed:.1f} s")
+    stdout.print(f"wrote {out / 'results.json'}, models/ and predictions/ in {elapsed:.1f} s")
 
 
 def check_network_options(method_objs: dict, heldout: str, standardize: bool, columns) -> None:
@@ -360,33 +372,46 @@ def check_criterion(select: str) -> None:
         raise MemawareError(f"--select: unknown criterion '{select}' (known: auto, {', '.join(CRITERIA)})")
 
 
-def run_phase1(dataset, source: str, folds: int, config, update, end_to_end: bool = False):
+def run_phase1(dataset, source: str, folds: int, config, update, end_to_end: bool = False, saving=None):
     """Held-out logits and inferred groups by XRM or cross-fitting, with a progress bar (a whole network:
-    XRM on its frozen features if pretrained, else, or with `end_to_end`, twin networks)."""
+    XRM on its frozen features if pretrained, else, or with `end_to_end`, twin networks). With `saving`'s
+    checkpoints, a finished phase 1 is read back and an unfinished XRM resumes."""
     from ..heldout import crossfit, xrm
 
+    saving = saving or Saving(None, None, None)
+    done = saving.phase1_done()
+    if done is not None:
+        return done
     total = config.steps * (folds if source == "crossfit" else 1)
     counter = iter(range(1, total + 1))
     tick = lambda step, record: update(f"phase 1: {source}", next(counter), total)  # noqa: E731
+    run = saving.run_options("phase1")
     if hasattr(dataset, "network"):  # a whole network: on its frozen features, or twin networks
         from ..train.backbones import xrm_phase1
 
-        return xrm_phase1(dataset, config, end_to_end or None, callback=tick)
-    return xrm(dataset, config, callback=tick) if source == "xrm" else crossfit(dataset, folds, config, callback=tick)
+        phase1 = xrm_phase1(dataset, config, end_to_end or None, callback=tick, **run)
+    elif source == "xrm":
+        phase1 = xrm(dataset, config, callback=tick, **run)
+    else:  # cross-fitting's K runs restart as a whole
+        phase1 = crossfit(dataset, folds, config, callback=tick)
+    return saving.phase1_finished(phase1)
 
 
-def train_methods(dataset, method_objs: dict, hparams: dict, config, seeds: list[int], phase1, update) -> dict:
-    """{method: {seed: RunResult}}: every method trained once per seed (a fresh method object per run)."""
+def train_methods(dataset, method_objs: dict, hparams: dict, config, seeds: list[int], phase1, update,
+                  saving=None) -> dict:
+    """{method: {seed: RunResult}}: every method trained once per seed (a fresh method object per run); with
+    `saving`'s checkpoints and processes (`Saving`)."""
     from ..methods import create
     from ..train import fit
 
+    saving = saving or Saving(None, None, None)
     runs: dict[str, dict] = {name: {} for name in method_objs}
     for seed in seeds:
         seeded = config.model_copy(update={"seed": seed})
         for name in method_objs:
             label = name if len(seeds) == 1 else f"{name}, seed {seed}"
             method = method_objs[name] if seed == seeds[0] else create(name, **hparams[name])
-            runs[name][seed] = fit(dataset, method, seeded, heldout=phase1,
+            runs[name][seed] = fit(dataset, method, seeded, heldout=phase1, **saving.run_options(f"{name}-seed{seed}"),
                                    callback=lambda step, record, label=label: update(label, step + 1, config.steps))
     return runs
 
@@ -404,11 +429,14 @@ def run_results(dataset, runs: dict, criterion: str, phase1, source: dict, seeds
             "info": next(iter(next(iter(runs.values())).values())).info}
 
 
-def write_run_outputs(folder: Path, results: dict, runs: dict, dataset, phase1, criterion: str, stats) -> None:
-    """results.json, history.json, heldout.npz, and per method and seed the selected model and its predictions."""
+def write_run_outputs(folder: Path, results: dict, runs: dict, dataset, phase1, criterion: str, stats,
+                      weights: Path | None = None) -> None:
+    """results.json, history.json, heldout.npz, and per method and seed the selected model and its predictions
+    (a whole network with the recipe that rebuilds it, `weights` its backbone's weights file)."""
     from ..data.io import write_json
     from ..results import selected_record
-    from ..saved import model_path, predictions_frame, predictions_path, save_model, write_table
+    from ..saved import (model_path, network_spec, predictions_frame, predictions_path, save_model, save_network,
+                         write_table)
     from ..train import TrainConfig
 
     write_json(folder / "results.json", results)
@@ -417,14 +445,16 @@ def write_run_outputs(folder: Path, results: dict, runs: dict, dataset, phase1, 
     if phase1 is not None:
         phase1.save(folder / "heldout.npz")
     inferred = None if phase1 is None else phase1.inferred
-    if hasattr(dataset, "network"):
-        return  # whole networks: saving the models and their predictions is yet to come
+    network = network_spec(dataset, weights) if hasattr(dataset, "network") else None
     for name, per_seed in runs.items():
         for seed, result in per_seed.items():
             model = result.model_at(criterion) if criterion in result.best_states else result.model
             meta = {"method": name, "seed": seed, "criterion": criterion,
                     "step": selected_record(result, criterion)["step"], "memaware": result.info["memaware"]}
-            save_model(model_path(folder, name, seed), model, TrainConfig(**result.config), dataset, meta, stats)
+            if network is None:
+                save_model(model_path(folder, name, seed), model, TrainConfig(**result.config), dataset, meta, stats)
+            else:
+                save_network(model_path(folder, name, seed), model, dataset, network, meta)
             write_table(predictions_frame(model, dataset, inferred), predictions_path(folder, name, seed))
 
 

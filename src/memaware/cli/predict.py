@@ -20,7 +20,8 @@ def predict(
     run_dir: Path = typer.Argument(..., help="a folder written by `memaware run`"),
     method: str = typer.Option(..., help="the method whose saved model predicts"),
     data: str = typer.Option(..., help="a data file with the model's feature columns (or array 'x'), or a data "
-                             "set's name; y, split and a are used where present"),
+                             "set's name; for a network (run --backbone), a folder in a layout; y, split and a "
+                             "are used where present"),
     out: Path = typer.Option(..., help="predictions to write: .csv or .parquet"),
     seed: Optional[int] = typer.Option(None, help="which seed's model (default: the run's first seed)"),
 ):
@@ -28,11 +29,14 @@ def predict(
     if out.suffix not in (".csv", ".parquet"):
         raise MemawareError(f"--out {out}: use .csv or .parquet")
     check_output(out, folder=False)
-    from ..saved import load_model, read_inputs, write_table
+    from ..saved import load_model, predictions_frame, read_inputs, read_network_inputs, write_table
 
     model = load_model(run_dir, method, seed)
-    x, extras = read_inputs(data, model.meta)
-    frame = prediction_table(model, x, extras)
+    if model.network is not None:  # a whole network: the folder's images or texts, evaluation form
+        frame = predictions_frame(model, read_network_inputs(data, model))
+    else:
+        x, extras = read_inputs(data, model.meta)
+        frame = prediction_table(model, x, extras)
     write_table(frame, out)
     for split, (acc, n) in split_accuracy(frame).items():
         stdout.print(f"{split}: accuracy {acc:.4f} on {n} examples")

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import MemawareError
 from . import app, user_errors
+from .checkpoints import start_distributed
 from .core import check_output, one_cpu_thread, progress_bar, stage_updater
 
 
@@ -39,12 +40,13 @@ def sweep(
     workers: Optional[int] = typer.Option(None, min=1, help="worker processes for --executor processes"),
     ray_address: Optional[str] = typer.Option(None, help="a running Ray cluster (default: start a local one)"),
 ):
-    """Run (or resume) the sweep of an experiment file, then write its report into OUT/report."""
+    """Run (or resume) the sweep of an experiment file, then write its report into OUT/report. Under
+    torchrun, every run on a backbone trains once across the processes (docs/finetune.md)."""
     from ..report import write_report
-    from ..sweep.executors import EXECUTORS, make_executor
+    from ..sweep.executors import EXECUTORS
     from ..sweep.experiment import ENGINES, load_experiment
-    from ..sweep.runner import run_sweep
     from ..sweep.store import other_version_runs
+    from ..train.distributed import is_main, stop
 
     exp = load_experiment(experiment, set_)
     engine = parse_list(engine, ENGINES, "--engine")[0] if engine is not None else None
@@ -54,22 +56,48 @@ def sweep(
     out = out or Path("runs") / exp.name
     check_output(out)
     one_cpu_thread()
-    say_other_versions(other_version_runs(out), reuse)
-    start = time.perf_counter()
-    with progress_bar() as progress:
-        runner = make_executor(execution.executor, out, execution.workers, execution.retries, execution.ray_address,
-                               execution.slurm, task_counter(progress), execution.cpus_per_task,
-                               execution.gpus_per_task)
-        try:
-            summary = run_sweep(exp, out, runner, on_progress=stage_updater(progress),
-                                reuse_other_versions=reuse, engine=engine)
-        finally:
-            getattr(runner, "close", lambda: None)()
+    distributed = start_distributed(sweep_device(exp))
+    try:
+        if distributed is not None and execution.executor != "local":
+            raise MemawareError(f"--executor {execution.executor}: under torchrun a sweep runs with the local "
+                                f"executor (its networks train across the processes)")
+        if is_main(distributed):
+            say_other_versions(other_version_runs(out), reuse)
+        start = time.perf_counter()
+        summary = run_stages(exp, out, execution, reuse, engine, distributed)
+    finally:
+        stop(distributed)
+    if not is_main(distributed):
+        return  # rank 0 writes the report
     written = write_report(summary, out / "report", exp.report.formats)
     if "md" in exp.report.formats:
         typer.echo((out / "report" / "table.md").read_text())
     typer.echo(f"sweep {exp.name}: {len(list((out / 'runs').iterdir()))} runs in {out}, "
                  f"{time.perf_counter() - start:.1f} s; wrote {', '.join(str(p) for p in written)}")
+
+
+def sweep_device(exp) -> str:
+    """'cuda' when a data set of `exp` trains on a GPU (torchrun's processes then use nccl), else 'cpu'."""
+    devices = {str(train.get("device", "cpu")) for d in exp.datasets for train in (exp.base_train(d),
+                                                                                  exp.phase1_train(d))}
+    return "cuda" if any(device.startswith("cuda") for device in devices) else "cpu"
+
+
+def run_stages(exp, out: Path, execution, reuse: bool, engine: str | None, distributed) -> dict:
+    """The sweep's runs through its executor, with progress bars (rank 0's only, under torchrun)."""
+    from ..sweep.executors import make_executor
+    from ..sweep.runner import run_sweep
+    from ..train.distributed import is_main
+
+    with progress_bar(is_main(distributed)) as progress:
+        runner = make_executor(execution.executor, out, execution.workers, execution.retries, execution.ray_address,
+                               execution.slurm, task_counter(progress), execution.cpus_per_task,
+                               execution.gpus_per_task)
+        try:
+            return run_sweep(exp, out, runner, on_progress=stage_updater(progress), reuse_other_versions=reuse,
+                             engine=engine, distributed=distributed)
+        finally:
+            getattr(runner, "close", lambda: None)()
 
 
 def task_counter(progress):

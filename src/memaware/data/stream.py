@@ -145,9 +145,10 @@ class SplitInputs:
         """A torch Dataset of (input, position); for loader workers, take the split on the CPU (data.get(name))."""
         return ExampleDataset(self)
 
-    def train_batches(self, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """fetch(idx) -> the training form of examples idx, on idx's device."""
-        return lambda idx: to_device(self.raw(idx), idx.device)
+    def train_batches(self, seed: int) -> Callable[..., torch.Tensor]:
+        """fetch(idx, part=slice(None)) -> the training form of examples idx[part], on idx's device (a
+        process of several training one model takes its `part` of each batch, memaware.train.distributed)."""
+        return lambda idx, part=slice(None): to_device(self.raw(idx[part]), idx.device)
 
 
 class ExampleDataset(torch.utils.data.Dataset):
@@ -165,11 +166,14 @@ class ExampleDataset(torch.utils.data.Dataset):
 
 class ImageInputs(SplitInputs):
     """uint8 images (n, 3, S, S) channels-last: evaluation takes the centre `image_size` crop; training a
-    random resized crop with a random horizontal flip, computed on the batch's device."""
+    random resized crop with a random horizontal flip, computed on the batch's device. Evaluation chunks
+    hold as many pixels as 256 images of 224 px (up to 4096 smaller images), so that small images do not
+    spend an evaluation on launching kernels."""
 
     def __init__(self, store: torch.Tensor, rows: np.ndarray, image_size: int):
         super().__init__(store, rows)
         self.image_size = image_size
+        self.eval_batch = min(4096, max(SplitInputs.eval_batch, SplitInputs.eval_batch * 224 ** 2 // image_size ** 2))
 
     def raw(self, key) -> torch.Tensor:
         return super().raw(key).permute(0, 3, 1, 2)
@@ -179,19 +183,32 @@ class ImageInputs(SplitInputs):
         top = (x.shape[-1] - self.image_size) // 2
         return x[..., top:top + self.image_size, top:top + self.image_size]
 
-    def train_batches(self, seed: int):
-        generator = torch.Generator().manual_seed(seed)
+    def train_batches(self, seed: int) -> "AugmentedBatches":
+        return AugmentedBatches(self, torch.Generator().manual_seed(seed))
 
-        def fetch(idx: torch.Tensor) -> torch.Tensor:
-            return random_resized_crop(to_device(self.raw(idx), idx.device), self.image_size, generator)
 
-        return fetch
+class AugmentedBatches:
+    """fetch(idx, part=slice(None)): the images idx[part] randomly cropped and flipped, on idx's device.
+    The crops of the whole batch idx are drawn (from `generator`, whose state a checkpoint keeps) whatever
+    `part`, so that processes taking parts of one batch crop each image as a single process would."""
+
+    def __init__(self, inputs: ImageInputs, generator: torch.Generator):
+        self.inputs, self.generator = inputs, generator
+
+    def __call__(self, idx: torch.Tensor, part: slice = slice(None)) -> torch.Tensor:
+        theta = crop_transforms(len(idx), self.generator)[part]
+        x = to_device(self.inputs.raw(idx[part]), idx.device)
+        return resample(x, to_device(theta, x.device), self.inputs.image_size)
 
 
 def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """float [0, 1] images (B, 3, size, size): from each uint8 image a crop of random area (CROP_SCALE) and
     aspect ratio (CROP_RATIO), bilinearly resized, flipped horizontally with probability 1/2."""
-    n = len(x)
+    return resample(x, to_device(crop_transforms(len(x), generator), x.device), size)
+
+
+def crop_transforms(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 2, 3) affine maps of random resized crops with random horizontal flips (see random_resized_crop)."""
     area = torch.empty(n).uniform_(*CROP_SCALE, generator=generator)
     ratio = torch.exp(torch.empty(n).uniform_(*map(math.log, CROP_RATIO), generator=generator))
     width, height = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)
@@ -199,8 +216,12 @@ def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator) 
     cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - height)
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     zero = torch.zeros(n)
-    theta = torch.stack([torch.stack([width * flip, zero, cx], 1), torch.stack([zero, height, cy], 1)], 1)
-    grid = F.affine_grid(to_device(theta, x.device), [n, 3, size, size], align_corners=False)
+    return torch.stack([torch.stack([width * flip, zero, cx], 1), torch.stack([zero, height, cy], 1)], 1)
+
+
+def resample(x: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images (B, 3, S, S) mapped by the affine maps `theta` to float [0, 1] (B, 3, size, size)."""
+    grid = F.affine_grid(theta, [len(x), 3, size, size], align_corners=False)
     out = F.grid_sample(x.float().div_(255), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.contiguous(memory_format=torch.channels_last)
 
@@ -227,6 +248,7 @@ class StreamData:
     attributes this object exposes), and inputs streamed by position (`store`, see `get`).
 
     network: the backbone recipe (memaware.train.backbones.Network) that builds the model `fit` trains.
+    files: for images, each example's file name relative to the folder it was read from (its layout's root).
     """
 
     labels: object  # a memaware Dataset with a placeholder x, for y, a, split and groups
@@ -234,9 +256,10 @@ class StreamData:
     network: object
     modality: str
     _on_gpu: torch.Tensor | None = field(default=None, repr=False)
+    files: list[str] | None = None  # images: each example's file, relative to the layout's folder
 
     def __getattr__(self, name):
-        if name.startswith("_") or name in ("labels", "store", "network", "modality"):
+        if name.startswith("_") or name in ("labels", "store", "network", "modality", "files"):
             raise AttributeError(name)
         return getattr(self.labels, name)
 
@@ -287,11 +310,13 @@ def stream(raw: RawData, network, *, workers: int | None = None, cache_dir: Path
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
         pixels = decode_all(list(raw.items), cache_size(network.image_size), workers, cache_dir, callback)
         store = _as_tensor(pixels)
+        root = raw.info.get("root")
+        files = [os.path.relpath(p, root) if root else p for p in raw.items]
     else:
-        store = network.tokenize(list(raw.items))
+        store, files = network.tokenize(list(raw.items)), None
         if callback:
             callback(len(raw), len(raw))
-    return StreamData(labels, store, network, raw.modality)
+    return StreamData(labels, store, network, raw.modality, files=files)
 
 
 def _as_tensor(pixels: np.ndarray) -> torch.Tensor:

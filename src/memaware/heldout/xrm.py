@@ -104,16 +104,17 @@ def twin_of_each(logits: torch.Tensor, twin: torch.Tensor) -> torch.Tensor:
 
 
 def xrm(data: Dataset, config: TrainConfig | None = None, model: nn.Module | None = None,
-        callback=None) -> HeldOut:
+        callback=None, **run) -> HeldOut:
     """Run XRM on `data` and return held-out logits and inferred groups for every split.
 
     `model` (optional) is one twin's architecture; the second twin is a deep copy re-initialised when
     the model has parameters drawn at random (the default linear head starts at zero in both).
+    `run`: `fit`'s `checkpoint` and `distributed`.
     """
     config = config or TrainConfig()
     twins = build_twins(data, config) if model is None else Twins(model, _reinitialised_copy(model, config.seed))
     method = XRMTwins()
-    fit(data, method, config, model=twins, callback=callback, evaluate_splits=False)
+    fit(data, method, config, model=twins, callback=callback, evaluate_splits=False, **run)
     return _heldout_from_twins(data, twins, method, config.device)
 
 

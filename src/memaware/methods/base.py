@@ -7,7 +7,7 @@ example's position in the train split (`idx`). One loop (memaware.train.fit) ser
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -48,12 +48,40 @@ class UniformSampler:
     def __next__(self) -> torch.Tensor:
         if self.batch_size == len(self.pool):
             return self.pool
-        if self._order is None or self._pos + self.batch_size > len(self._order):
-            self._order = self.pool[torch.randperm(len(self.pool), generator=self.generator)]
-            self._pos = 0
+        self._make_room()
         batch = self._order[self._pos:self._pos + self.batch_size]
         self._pos += self.batch_size
         return batch
+
+    def blocks(self, n_steps: int) -> Iterator[torch.Tensor]:
+        """The next n_steps batches, those of n_steps calls of next(), as (k, batch_size) blocks of steps
+        within one shuffled pass: the generator is used only as a block begins (the batched engine then
+        draws a method's random numbers for the block's k steps at once, in the same order)."""
+        done = 0
+        while done < n_steps:
+            if self.batch_size == len(self.pool):
+                yield self.pool.expand(n_steps - done, -1)
+                return
+            self._make_room()
+            k = min(n_steps - done, (len(self._order) - self._pos) // self.batch_size)
+            yield self._order[self._pos:self._pos + k * self.batch_size].view(k, self.batch_size)
+            self._pos += k * self.batch_size
+            done += k
+
+    def _make_room(self) -> None:
+        """A new shuffled pass when the current one has no batch left."""
+        if self._order is None or self._pos + self.batch_size > len(self._order):
+            self._order = self.pool[torch.randperm(len(self.pool), generator=self.generator)]
+            self._pos = 0
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Where the sampler stands (its generator, the current pass's order and position), for resuming."""
+        state = {"generator": self.generator.get_state(), "pos": torch.tensor(self._pos)}
+        return state if self._order is None else {**state, "order": self._order}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        self._order, self._pos = state.get("order"), int(state["pos"])
 
 
 class WeightedSampler:
@@ -66,6 +94,12 @@ class WeightedSampler:
 
     def __next__(self) -> torch.Tensor:
         return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.generator)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
 
 
 class Method:
@@ -157,7 +191,8 @@ class Method:
         return {}
 
     def draws(self, n: int) -> torch.Tensor | None:
-        """The random numbers `update` takes for a batch of n examples (drawn ahead by the batched engine)."""
+        """The random numbers `update` takes for a batch of n examples (drawn ahead by the batched engine,
+        which draws for several steps at once: draws(a + b) must give draws(a), then draws(b))."""
         return None
 
     def batched_loss(self, state: dict, logits, y, idx, weight) -> torch.Tensor:
@@ -170,6 +205,17 @@ class Method:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k, v in state.items():
             setattr(self, k, v.to(self.ctx.device) if self.ctx else v)
+
+    def resume_state(self) -> dict[str, torch.Tensor]:
+        """What a run stopped after some step needs to go on as if it had not stopped (memaware.train.resume):
+        `state_dict()` and the state of the generator of `ctx` (its batches and random draws). A method that
+        keeps other state between steps (another generator, a sampler of its own) adds it here."""
+        return {**self.state_dict(), "generator": self.ctx.generator.get_state()}
+
+    def load_resume_state(self, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        self.ctx.generator.set_state(state.pop("generator"))
+        self.load_state_dict(state)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())

@@ -94,3 +94,12 @@ class DFRVal(Method):
 
     def state_dict(self):
         return {"l1": self.l1, "pool": self.pool}
+
+    def resume_state(self):
+        sampler = {f"val_sampler.{k}": v for k, v in self.val_sampler.state_dict().items()}
+        return {**super().resume_state(), **sampler}
+
+    def load_resume_state(self, state):
+        prefix = "val_sampler."
+        self.val_sampler.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        super().load_resume_state({k: v for k, v in state.items() if not k.startswith(prefix)})

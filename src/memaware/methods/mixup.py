@@ -8,6 +8,8 @@ Groups are not used.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,15 @@ class MixingMethod(Method):
 
     def draw_lam(self) -> float:
         return float(self.rng.beta(self.hparams["alpha"], self.hparams["alpha"]))
+
+    def resume_state(self):
+        state = json.dumps(self.rng.bit_generator.state).encode()  # a dict of ints and strings, as uint8 bytes
+        return {**super().resume_state(), "rng": torch.frombuffer(bytearray(state), dtype=torch.uint8)}
+
+    def load_resume_state(self, state):
+        state = dict(state)
+        self.rng.bit_generator.state = json.loads(bytes(state.pop("rng").tolist()).decode())
+        super().load_resume_state(state)
 
 
 @register()

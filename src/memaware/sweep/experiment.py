@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from ..errors import MemawareError
 from ..train.config import TrainConfig
-from .space import FAMILIES
+from .space import FAMILIES, NETWORK_FAMILIES
 
 Criterion = Literal["va_wga", "va_gi_wga", "va_wca", "va_avg"]
 
@@ -56,13 +56,44 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Backbone(Strict):
+    """A whole network trained end to end on a layout folder (docs/finetune.md): what `memaware run
+    --backbone NAME --weights FILE --image-size N --max-length L --phase1-finetune` takes."""
+
+    name: str = Field(description="cnn, efficientnet_lite0, minilm, torchvision:ARCH, timm:NAME, hf:FOLDER")
+    weights: str | None = Field(None, description="weights file of torchvision: and timm: backbones")
+    image_size: int = Field(224, ge=8, description="training resolution of images")
+    max_length: int = Field(128, ge=2, description="tokens kept of each text")
+    phase1_finetune: bool = Field(False, description="XRM trains twin networks even for a pretrained backbone")
+
+    @field_validator("name")
+    @classmethod
+    def _known_backbone(cls, name):
+        from ..train.backbones import backbone_modality
+
+        try:
+            backbone_modality(name)
+        except MemawareError as err:
+            raise ValueError(str(err)) from None
+        return name
+
+    @model_validator(mode="after")
+    def _weights_given(self):
+        if self.name.partition(":")[0] in ("torchvision", "timm") and self.weights is None:
+            raise ValueError(f"backbone '{self.name}' needs weights: FILE (weights are never downloaded)")
+        return self
+
+
 class DatasetEntry(Strict):
-    """One data set of the sweep: a registered name, its loader arguments and its model family."""
+    """One data set of the sweep: a registered name, its loader arguments and its model family; or a layout
+    folder (name: the layout, args: {root: FOLDER}) with the backbone trained end to end on it."""
 
     name: str
     label: str | None = Field(None, description="name in tables (default: name); needed to list a data set twice")
     args: dict[str, Any] = {}
-    family: str = "linear"
+    family: str | None = Field(None, description="linear, text, mlp, synthetic; resnet or bert with a backbone "
+                               "(default: linear, or the backbone's: resnet for images, bert for texts)")
+    backbone: Backbone | None = Field(None, description="train this network end to end on the layout folder")
     train: dict[str, Any] = Field({}, description="training settings for this data set (over the family's)")
     phase1: dict[str, Any] = Field({}, description="training settings of phase 1 for this data set")
 
@@ -78,11 +109,44 @@ class DatasetEntry(Strict):
     @field_validator("family")
     @classmethod
     def _known_family(cls, family):
-        return _known(family, FAMILIES, "model family")
+        return family if family is None else _known(family, FAMILIES, "model family")
+
+    @model_validator(mode="after")
+    def _network_or_features(self):
+        """A layout folder needs a backbone and a network family; a feature data set neither."""
+        from ..data.layouts import LAYOUTS
+
+        if self.backbone is None:
+            if self.name in LAYOUTS:
+                raise ValueError(f"'{self.name}' is a layout folder: give it a backbone (e.g. backbone: {{name: cnn}})"
+                                 " to train a network on it, or featurize it first (memaware featurize)")
+            if self.family in NETWORK_FAMILIES:
+                raise ValueError(f"family '{self.family}' fine-tunes a whole network: give the data set a backbone")
+            self.family = self.family or "linear"
+            return self
+        if self.name not in LAYOUTS:
+            raise ValueError(f"a backbone trains on a layout folder, and '{self.name}' is not a layout "
+                             f"(layouts: {', '.join(LAYOUTS)}; e.g. name: images, args: {{root: FOLDER}})")
+        from ..train.backbones import backbone_modality
+
+        modality = backbone_modality(self.backbone.name)
+        if modality != LAYOUTS[self.name].modality:
+            raise ValueError(f"backbone '{self.backbone.name}' takes {modality}s, but layout '{self.name}' holds "
+                             f"{LAYOUTS[self.name].modality}s")
+        if self.family is not None and self.family not in NETWORK_FAMILIES:
+            raise ValueError(f"family '{self.family}' trains a head on features; a backbone trains with "
+                             f"{' or '.join(NETWORK_FAMILIES)}")
+        self.family = self.family or ("resnet" if modality == "image" else "bert")
+        return self
 
     @property
     def key(self) -> str:
         return self.label or self.name
+
+    @property
+    def network(self) -> dict | None:
+        """The backbone as plain values (part of a run's specification), or None for features."""
+        return None if self.backbone is None else self.backbone.model_dump()
 
 
 class Phase1(Strict):
@@ -165,8 +229,11 @@ class Experiment(Strict):
         return {**self.base_train(entry), **without_engine({**self.phase1.train, **entry.phase1})}
 
     def engine(self, entry: DatasetEntry, override: str | None = None) -> str:
-        """How a sweep trains the runs on `entry`: `override`, else the data set's or the file's
-        `train.engine`, else 'batched' for the families in BATCHED_FAMILIES and 'single' for the others."""
+        """How a sweep trains the runs on `entry`: 'single' for a whole network (a backbone); else `override`,
+        the data set's or the file's `train.engine`, else 'batched' for the families in BATCHED_FAMILIES and
+        'single' for the others."""
+        if entry.backbone is not None:
+            return "single"
         chosen = override or entry.train.get("engine") or self.train.get("engine")
         return chosen or ("batched" if entry.family in BATCHED_FAMILIES else "single")
 
@@ -178,6 +245,8 @@ class Experiment(Strict):
         for i, entry in enumerate(self.datasets):
             _check_train_values(f"datasets.{i}.train", self.base_train(entry))
             _check_train_values(f"datasets.{i}.phase1", self.phase1_train(entry))
+            if entry.backbone is not None:
+                self._check_network(i)
         for method, fixed in self.hparams.items():
             if method not in self.methods:
                 raise ValueError(f"hparams: method '{method}' is not among methods")
@@ -188,6 +257,20 @@ class Experiment(Strict):
             except MemawareError as err:
                 raise ValueError(f"hparams: {err}") from None
         return self
+
+
+    def _check_network(self, i: int) -> None:
+        """What a whole network cannot do yet: cross-fitting in phase 1, some methods (docs/finetune.md)."""
+        from ..methods import create
+        from ..train.backbones import check_method
+
+        if self.phase1.source == "crossfit":
+            raise ValueError(f"datasets.{i}: phase1 source crossfit is not available with a backbone yet: use xrm")
+        for method in self.methods:
+            try:
+                check_method(method, create(method, **self.hparams.get(method, {})))
+            except MemawareError as err:
+                raise ValueError(f"datasets.{i}: {str(err).replace('--backbone', 'a backbone')}") from None
 
 
 def read_mapping(path: Path) -> dict:

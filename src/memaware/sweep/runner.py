@@ -8,6 +8,14 @@ Stages, each one `executor.map` over specifications:
 3. per (data set, method, criterion) the best combination (ties: higher validation average accuracy,
    then the lower index), rerun with every seed.
 Identical specifications are one run (one directory), whichever stage or criterion asks for them.
+A data set with a backbone (a layout folder) trains its network end to end, one run at a time.
+
+Under torchrun (`distributed`, memaware.train.distributed) every process walks the same plan in the same
+order: rank 0 reads each run's `done` marker and tells the others whether to train it, trains with them
+the network of a run on a backbone (`fit(..., distributed=...)`: batches sharded, rank 0 evaluates), writes
+its folder alone, and hands every process the results it reads back. Runs on in-memory features (heads, the
+batched engine) are not worth sharding: rank 0 trains them alone while the others wait for their results
+(within the process group's timeout, memaware.train.distributed.TIMEOUT). Rank 0 alone writes and prints.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 from ..errors import MemawareError
 from ..results import SCORE_KEYS, setting
+from ..train.distributed import Distributed, first_on_main, is_main, on_main, process_device
 from ..train.loop import criterion_value, selection_key
 from . import store
 from .executors import LocalExecutor, TaskFailed
@@ -29,9 +38,19 @@ from .space import draw
 SPEC_VERSION = 1
 
 
+def plain_spec(spec) -> dict:
+    """A specification as plain values; `network` only when set, so that the keys of runs on features stay
+    what they were before whole networks."""
+    fields = asdict(spec)
+    if fields.get("network") is None:
+        fields.pop("network", None)
+    return fields
+
+
 @dataclass(frozen=True)
 class Phase1Spec:
-    """One phase-1 run: held-out logits and inferred groups for a data set."""
+    """One phase-1 run: held-out logits and inferred groups for a data set (`network`: its backbone, for a
+    layout folder)."""
 
     dataset: str
     dataset_args: dict
@@ -39,10 +58,11 @@ class Phase1Spec:
     folds: int
     train: dict
     version: int = SPEC_VERSION
+    network: dict | None = None
 
     @property
     def key(self) -> str:
-        return store.spec_key({"phase1": asdict(self)})
+        return store.spec_key({"phase1": plain_spec(self)})
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,7 @@ class RunSpec:
     train: dict
     phase1: str | None
     version: int = SPEC_VERSION
+    network: dict | None = None
 
     @property
     def seed(self) -> int:
@@ -63,7 +84,7 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        return store.spec_key({"run": asdict(self)})
+        return store.spec_key({"run": plain_spec(self)})
 
 
 class Executor(Protocol):
@@ -73,18 +94,33 @@ class Executor(Protocol):
 
 
 class DataCache:
-    """The data sets of one sweep, each loaded once (in each process that runs some of its runs)."""
+    """The data sets of one sweep, each loaded once (in each process that runs some of its runs). With a
+    `network` (a backbone's settings), the layout folder streamed for it, images decoded once into
+    $MEMAWARE_CACHE."""
 
     def __init__(self):
         self._loaded: dict[tuple[str, str], Any] = {}
 
-    def __call__(self, name: str, args: dict):
+    def __call__(self, name: str, args: dict, network: dict | None = None):
         from ..data.registry import load_dataset
 
-        key = (name, json.dumps(args, sort_keys=True))
+        recipe = None if network is None else {k: network[k] for k in ("name", "weights", "image_size", "max_length")}
+        key = (name, json.dumps([args, recipe], sort_keys=True))
         if key not in self._loaded:
-            self._loaded[key] = load_dataset(name, **args)
+            self._loaded[key] = load_dataset(name, **args) if recipe is None else streamed(name, args, recipe)
         return self._loaded[key]
+
+
+def streamed(layout: str, args: dict, recipe: dict):
+    """The folder of `layout` (args: root=FOLDER and the layout's options) streamed for the backbone
+    `recipe` (memaware.data.stream)."""
+    from ..data.layouts import read_layout
+    from ..data.stream import stream
+    from ..featurize import default_cache_dir
+    from ..train.backbones import network
+
+    net = network(recipe["name"], recipe["weights"], recipe["image_size"], recipe["max_length"])
+    return stream(read_layout(layout, **args), net, cache_dir=default_cache_dir())
 
 
 def phase1_dir(root: Path, key: str) -> Path:
@@ -96,23 +132,50 @@ def run_dir(root: Path, key: str) -> Path:
 
 
 def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None,
-                   reuse_other_versions: bool = False) -> dict:
-    """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy."""
+                   reuse_other_versions: bool = False, distributed: Distributed | None = None) -> dict:
+    """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy. Under torchrun: see the
+    module's docstring."""
     from ..heldout import crossfit, xrm
+
+    if distributed is not None and spec.network is None:  # in-memory features: rank 0 alone
+        return distributed.from_main(lambda: execute_phase1(spec, root, data, reuse_other_versions))
+    folder, config = phase1_dir(root, spec.key), run_config(spec, distributed)
+
+    def train():
+        loaded = (data or DataCache())(spec.dataset, spec.dataset_args, spec.network)
+        if spec.network is not None:  # XRM on a pretrained backbone's frozen features, or twin networks
+            from ..train.backbones import xrm_phase1
+
+            return xrm_phase1(loaded, config, spec.network["phase1_finetune"] or None, distributed=distributed)
+        return xrm(loaded, config) if spec.source == "xrm" else crossfit(loaded, spec.folds, config)
+
+    train_unfinished(folder, reuse_other_versions, distributed, train,
+                     lambda held: save_phase1(folder, spec, held, config.device))
+    return on_main(distributed, lambda: read_phase1(spec, root))
+
+
+def run_config(spec, distributed: Distributed | None):
+    """The TrainConfig of a specification, on this process's GPU under torchrun (the key keeps the device)."""
     from ..train import TrainConfig
 
-    folder = phase1_dir(root, spec.key)
-    if not store.is_reusable(folder, reuse_other_versions):
+    config = TrainConfig(**spec.train)
+    return config.model_copy(update={"device": process_device(config.device, distributed)})
+
+
+def train_unfinished(folder: Path, reuse_other_versions: bool, distributed: Distributed | None, train, save) -> None:
+    """Unless the run of `folder` is finished: clear the folder, `save(train())`. Under torchrun rank 0 decides
+    for every rank, every rank trains (one network) and rank 0 alone writes."""
+    if not on_main(distributed, lambda: not store.is_reusable(folder, reuse_other_versions)):
+        return
+    if is_main(distributed):
         store.fresh(folder)
-        data = (data or DataCache())(spec.dataset, spec.dataset_args)
-        config = TrainConfig(**spec.train)
-        held = xrm(data, config) if spec.source == "xrm" else crossfit(data, spec.folds, config)
-        save_phase1(folder, spec, held, config.device)
-    return read_phase1(spec, root)
+    outcome = train()
+    if is_main(distributed):
+        save(outcome)
 
 
 def save_phase1(folder: Path, spec: Phase1Spec, held, device: str) -> None:
-    store.write_spec(folder, {"phase1": asdict(spec)}, device)
+    store.write_spec(folder, {"phase1": plain_spec(spec)}, device)
     held.save(folder / "heldout.npz")
     store.mark_done(folder, {"key": spec.key, "flip_rate": held.flip_rate, "degenerate": held.degenerate})
 
@@ -152,31 +215,40 @@ def execute_stack(specs: list, folder_of, train, save, read, data: DataCache | N
 
 
 def execute_phase1_stack(specs: list[Phase1Spec], root: Path, data: DataCache | None = None,
-                         reuse_other_versions: bool = False) -> list[dict]:
-    """Phase-1 XRM runs trained together by the batched engine (see execute_stack)."""
+                         reuse_other_versions: bool = False, distributed: Distributed | None = None) -> list[dict]:
+    """Phase-1 XRM runs trained together by the batched engine (see execute_stack); on features, so under
+    torchrun by rank 0 alone."""
     from ..train.batched import xrm_many
 
+    if distributed is not None:
+        return distributed.from_main(lambda: execute_phase1_stack(specs, root, data, reuse_other_versions))
     return execute_stack(specs, functools.partial(phase1_dir, root), lambda d, _, configs: xrm_many(d, configs),
                          save_phase1, functools.partial(read_phase1, root=root), data, reuse_other_versions,
                          functools.partial(execute_phase1, root=root, data=data,
                                            reuse_other_versions=reuse_other_versions))
 
 
-def execute_run(spec: RunSpec, root: Path, data: DataCache | None = None, reuse_other_versions: bool = False) -> dict:
-    """Run (or read back) one training run; returns its key and best records per criterion."""
-    from ..train import TrainConfig, fit
+def execute_run(spec: RunSpec, root: Path, data: DataCache | None = None, reuse_other_versions: bool = False,
+                distributed: Distributed | None = None) -> dict:
+    """Run (or read back) one training run; returns its key and best records per criterion. Under torchrun:
+    see the module's docstring."""
+    from ..train import fit
 
-    folder = run_dir(root, spec.key)
-    if not store.is_reusable(folder, reuse_other_versions):
-        store.fresh(folder)
-        data = (data or DataCache())(spec.dataset, spec.dataset_args)
-        config = TrainConfig(**spec.train)
+    if distributed is not None and spec.network is None:  # in-memory features: rank 0 alone
+        return distributed.from_main(lambda: execute_run(spec, root, data, reuse_other_versions))
+    folder, config = run_dir(root, spec.key), run_config(spec, distributed)
+
+    def train():
+        loaded = (data or DataCache())(spec.dataset, spec.dataset_args, spec.network)
         try:
-            outcome = fit(data, spec.method, config, heldout=load_heldout(root, spec.phase1), **spec.hparams)
+            return fit(loaded, spec.method, config, heldout=load_heldout(root, spec.phase1), distributed=distributed,
+                       **spec.hparams)
         except MemawareError as err:  # e.g. a drawn learning rate that diverges: the run counts as failed
-            outcome = err
-        save_run(folder, spec, outcome, config.device)
-    return read_run(spec, root)
+            return err
+
+    train_unfinished(folder, reuse_other_versions, distributed, train,
+                     lambda outcome: save_run(folder, spec, outcome, config.device))
+    return on_main(distributed, lambda: read_run(spec, root))
 
 
 def read_run(spec: RunSpec, root: Path) -> dict:
@@ -194,17 +266,20 @@ def load_heldout(root: Path, phase1: str | None):
 def save_run(folder: Path, spec: RunSpec, outcome, device: str) -> None:
     """Store a run's RunResult, or the MemawareError that stopped it (the run counts as failed)."""
     if isinstance(outcome, MemawareError):
-        store.write_failed(folder, {"run": asdict(spec)}, device, str(outcome))
+        store.write_failed(folder, {"run": plain_spec(spec)}, device, str(outcome))
     else:
-        store.write_run(folder, {"run": asdict(spec)}, outcome)
+        store.write_run(folder, {"run": plain_spec(spec)}, outcome)
 
 
 def execute_run_stack(specs: list[RunSpec], root: Path, data: DataCache | None = None,
-                      reuse_other_versions: bool = False) -> list[dict]:
-    """Training runs trained together by the batched engine (see execute_stack)."""
+                      reuse_other_versions: bool = False, distributed: Distributed | None = None) -> list[dict]:
+    """Training runs trained together by the batched engine (see execute_stack); on features, so under
+    torchrun by rank 0 alone."""
     from ..methods import create
     from ..train.batched import fit_many
 
+    if distributed is not None:
+        return distributed.from_main(lambda: execute_run_stack(specs, root, data, reuse_other_versions))
     def train(data, specs, configs):
         methods = [create(s.method, **s.hparams) for s in specs]
         return fit_many(data, methods, configs, load_heldout(root, specs[0].phase1))
@@ -225,15 +300,15 @@ def needs_phase1(exp: Experiment) -> bool:
 
 def phase1_specs(exp: Experiment, entry: DatasetEntry) -> list[Phase1Spec]:
     base = exp.phase1_train(entry)
-    return [Phase1Spec(entry.name, entry.args, exp.phase1.source, exp.phase1.folds, {**base, "seed": seed})
-            for seed in range(exp.phase1.runs)]
+    return [Phase1Spec(entry.name, entry.args, exp.phase1.source, exp.phase1.folds, {**base, "seed": seed},
+                       network=entry.network) for seed in range(exp.phase1.runs)]
 
 
 def run_spec(exp: Experiment, entry: DatasetEntry, method: str, combination: int, seed: int,
              phase1: str | None) -> RunSpec:
     drawn = draw(entry.family, method, combination, exp.search.seed, exp.hparams.get(method))
     train = {**drawn["train"], **exp.train_settings(entry), "seed": seed}
-    return RunSpec(entry.name, entry.args, method, drawn["hparams"], train, phase1)
+    return RunSpec(entry.name, entry.args, method, drawn["hparams"], train, phase1, network=entry.network)
 
 
 def map_unique(executor: Executor, fn, specs: list, stage: str, on_progress, many=None,
@@ -307,6 +382,15 @@ def say_fallbacks(specs: list[RunSpec], engine: Callable[[Any], str]) -> None:
               file=sys.stderr)
 
 
+def say_network_engine(exp: Experiment, engine: str | None) -> None:
+    """Print which data sets with a backbone train one run at a time although the batched engine was asked."""
+    for entry in exp.datasets:
+        asked = engine or entry.train.get("engine") or exp.train.get("engine")
+        if entry.backbone is not None and asked == "batched":
+            print(f"batched engine: {entry.key} trains one run at a time (a whole network, backbone "
+                  f"{entry.backbone.name}: the batched engine stacks models on features)", file=sys.stderr)
+
+
 def select_combination(search: list[tuple[int, dict]], criterion: str) -> int | None:
     """The combination whose best record under `criterion` has the highest value (ties: val average)."""
     scored = [(*selection_key(best[criterion], criterion), -i) for i, best in search if criterion in best]
@@ -316,12 +400,13 @@ def select_combination(search: list[tuple[int, dict]], criterion: str) -> int | 
 
 def run_sweep(exp: Experiment, root, executor: Executor | None = None,
               on_progress: Callable[[str, int, int], None] | None = None, reuse_other_versions: bool = False,
-              engine: str | None = None) -> dict:
+              engine: str | None = None, distributed: Distributed | None = None) -> dict:
     """Run (or resume) the sweep of `exp` under `root`; writes and returns root/summary.json's content.
 
     Finished runs are read back, not redone, when this memaware code wrote them (or always, with
     `reuse_other_versions`); runs written by other code are run again. `engine` ('batched' or 'single')
-    overrides the experiment's choice of training engine.
+    overrides the experiment's choice of training engine. `distributed`: this process's place under torchrun
+    (with the local executor; see the module's docstring); every process returns the summary.
     """
     root = Path(root)
     executor = executor or LocalExecutor()
@@ -329,19 +414,24 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
     data = DataCache()
     if getattr(executor, "preload_data", False):  # shipped once per stage with the task function
         for entry in exp.datasets:
-            data(entry.name, entry.args)
-    train = functools.partial(execute_run, root=root, data=data, reuse_other_versions=reuse_other_versions)
-    train_stack = functools.partial(execute_run_stack, root=root, data=data, reuse_other_versions=reuse_other_versions)
-    engine = engine_of(exp, engine)
+            data(entry.name, entry.args, entry.network)
+    options = {"root": root, "data": data, "reuse_other_versions": reuse_other_versions, "distributed": distributed}
+    train, train_stack = functools.partial(execute_run, **options), functools.partial(execute_run_stack, **options)
+    engine_name, engine = engine, engine_of(exp, engine)
     batched = lambda spec: engine(spec) == "batched" and stackable(spec)  # noqa: E731
-    check_available(exp)
-    store.remove_stale_temporaries(root)
-    store.write_json(root / "experiment.json", exp.model_dump())
-    phase1 = run_phase1(exp, root, executor, on_progress, data, reuse_other_versions, batched)
+    main = is_main(distributed)
+    if main:
+        say_network_engine(exp, engine_name)
+    first_on_main(distributed, lambda: check_available(exp, data))  # rank 0 fills the image cache
+    if main:
+        store.remove_stale_temporaries(root)
+        store.write_json(root / "experiment.json", exp.model_dump())
+    phase1 = run_phase1(exp, root, executor, on_progress, data, reuse_other_versions, batched, distributed)
     phase1_key = {d.key: phase1.get(d.key, {}).get("key") for d in exp.datasets}
     combos = {(d.key, m, i): run_spec(exp, d, m, i, exp.search.seeds[0], phase1_key[d.key])
               for d in exp.datasets for m in exp.methods for i in range(exp.search.combinations)}
-    say_fallbacks(list(combos.values()), engine)
+    if main:
+        say_fallbacks(list(combos.values()), engine)
     results = map_unique(executor, train, list(combos.values()), "search", on_progress, train_stack, batched)
     chosen = choose_combinations(exp, combos, results)
     reruns = {(d, m, c, s): run_spec(exp, entry_of(exp, d), m, i, s, phase1_key[d])
@@ -351,7 +441,8 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
                "label_free": exp.report.label_free, "datasets": [d.key for d in exp.datasets],
                "methods": exp.methods, "phase1": phase1,
                "results": [result_row(exp, key, i, combos, reruns, results) for key, i in chosen.items()]}
-    store.write_json(root / "summary.json", summary)
+    if main:
+        store.write_json(root / "summary.json", summary)
     return summary
 
 
@@ -368,11 +459,17 @@ def choose_combinations(exp: Experiment, combos: dict, results: dict) -> dict[tu
     return chosen
 
 
-def check_available(exp: Experiment) -> None:
-    """Fail before any run when a data set cannot load here, with the registry's reason."""
+def check_available(exp: Experiment, data: DataCache) -> None:
+    """Fail before any run when a data set cannot load here, with the registry's reason. A layout folder
+    with a backbone is read and streamed for its network here (in this process, once; its images decoded
+    into $MEMAWARE_CACHE, which later processes map): a wrong folder, a missing package or weights file stops
+    the sweep before any run."""
     from ..data.registry import get_dataset
 
     for entry in exp.datasets:
+        if entry.backbone is not None:
+            data(entry.name, entry.args, entry.network)
+            continue
         reason = get_dataset(entry.name).available()
         if reason:
             raise MemawareError(f"data set '{entry.name}' is not available here: {reason}")
@@ -383,15 +480,15 @@ def entry_of(exp: Experiment, key: str) -> DatasetEntry:
 
 
 def run_phase1(exp: Experiment, root: Path, executor: Executor, on_progress, data: DataCache,
-               reuse_other_versions: bool = False, batched: Callable[[Any], bool] = lambda spec: False
-               ) -> dict[str, dict]:
+               reuse_other_versions: bool = False, batched: Callable[[Any], bool] = lambda spec: False,
+               distributed: Distributed | None = None) -> dict[str, dict]:
     """Phase 1 on every data set; per data set the selected run's key, flip rate and the candidates'."""
     from ..heldout import select_xrm_run
 
     if not needs_phase1(exp):
         return {}
     specs = {d.key: phase1_specs(exp, d) for d in exp.datasets}
-    options = {"root": root, "data": data, "reuse_other_versions": reuse_other_versions}
+    options = {"root": root, "data": data, "reuse_other_versions": reuse_other_versions, "distributed": distributed}
     done = map_unique(executor, functools.partial(execute_phase1, **options),
                       [s for group in specs.values() for s in group], "phase 1", on_progress,
                       functools.partial(execute_phase1_stack, **options), batched)

@@ -56,7 +56,20 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("synthetic", "the Figure-1 problem: bias-free linear model, full-batch SGD, lr 0.01, no momentum",
            {"optimizer": "sgd", "momentum": 0.0, "lr": 0.01, "batch_size": None, "bias": False, "arch": "linear",
             "lr_schedule": "constant"}),
+    # Whole networks (a data set with a backbone). The draws are those of the MAT/XRM reference code's
+    # registry for ResNet-50 and BERT; the defaults are the usual fine-tuning settings (GroupDRO's ERM
+    # ResNet-50: lr 1e-3, wd 1e-4; GroupDRO's and SubpopBench's BERT: AdamW, lr 2e-5, linear decay,
+    # gradient norm clipped at 1). docs/finetune.md, "Sweeps", compares them with SubpopBench's and JTT's grids.
+    Family("resnet", "image network fine-tuned end to end (ResNet-50 recipe): SGD with momentum 0.9",
+           {"optimizer": "sgd", "momentum": 0.9, "lr_schedule": "constant", "grad_clip": None},
+           {"lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
+           {"lr": log_uniform(-5, -3), "batch_size": int_pow2(5, 7), "weight_decay": log_uniform(-6, -3)}),
+    Family("bert", "text network fine-tuned end to end (BERT recipe): AdamW, linear decay, gradient clipping",
+           {"optimizer": "adamw", "lr_schedule": "linear", "grad_clip": 1.0},
+           {"lr": 2e-5, "batch_size": 32, "weight_decay": 1e-4},
+           {"lr": log_uniform(-6, -4), "batch_size": int_pow2(4, 6), "weight_decay": log_uniform(-6, -3)}),
 )}
+NETWORK_FAMILIES = ("resnet", "bert")  # the families of whole networks: data sets with a backbone
 
 
 def get_family(name: str) -> Family:

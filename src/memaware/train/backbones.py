@@ -150,6 +150,18 @@ def text_network(name: str, folder: Path, max_length: int) -> Network:
     return Network(name, "text", body, max_length=max_length, tokenizer=tokenizer, convolutional=False)
 
 
+def backbone_modality(name: str) -> str:
+    """'image' or 'text', the inputs of the backbone `name` (checked by its form only: nothing is loaded);
+    a MemawareError for a name that is not a backbone."""
+    name = ALIASES.get(name, name)
+    family, _, arg = name.partition(":")
+    if name == "all-MiniLM-L6-v2" or (family == "hf" and arg):
+        return "text"
+    if name in ("cnn", "efficientnet-lite0") or (family in ("torchvision", "timm") and arg):
+        return "image"
+    raise MemawareError(f"unknown backbone '{name}' (known: {NAMES})")
+
+
 def network(name: str, weights: str | Path | None = None, image_size: int = 224, max_length: int = 128) -> Network:
     """The backbone recipe `name` (see the module's docstring)."""
     name = ALIASES.get(name, name)
@@ -166,17 +178,18 @@ def network(name: str, weights: str | Path | None = None, image_size: int = 224,
     raise MemawareError(f"unknown backbone '{name}' (known: {NAMES})")
 
 
-def xrm_phase1(data, config: TrainConfig, end_to_end: bool | None = None, callback=None):
+def xrm_phase1(data, config: TrainConfig, end_to_end: bool | None = None, callback=None, **run):
     """Phase 1 for a whole network (`data` a StreamData): XRM on the frozen features of a pretrained backbone
     (the paper's recipe), or with twin networks trained end to end (a randomly initialised backbone, or
-    `end_to_end`). Returns a HeldOut, by position in the train split."""
+    `end_to_end`). Returns a HeldOut, by position in the train split. `run`: `fit`'s `checkpoint` and
+    `distributed`."""
     from ..heldout import xrm
 
     if end_to_end is None:
         end_to_end = not data.network.pretrained
     if end_to_end:
-        return xrm_networks(data, config, callback)
-    return xrm(frozen_features(data, config), config, callback=callback)
+        return xrm_networks(data, config, callback, **run)
+    return xrm(frozen_features(data, config), config, callback=callback, **run)
 
 
 def frozen_features(data, config: TrainConfig):
@@ -197,9 +210,9 @@ def frozen_features(data, config: TrainConfig):
     return dataclasses.replace(data.labels, x=x, info={**data.labels.info, "backbone": data.network.name})
 
 
-def xrm_networks(data, config: TrainConfig, callback=None):
+def xrm_networks(data, config: TrainConfig, callback=None, **run):
     """Phase 1 for whole networks: XRM's twins are two networks trained end to end on `data` (a
-    StreamData); returns their HeldOut."""
+    StreamData); returns their HeldOut. `run`: `fit`'s `checkpoint` and `distributed`."""
     from ..data.dataset import SPLITS
     from ..heldout.xrm import Twins, XRMTwins, heldout_from_twin_logits
     from .loop import fit, predict_logits
@@ -207,7 +220,7 @@ def xrm_networks(data, config: TrainConfig, callback=None):
     generator = torch.Generator().manual_seed(config.seed + 1_000_003)
     twins = Twins(*(data.build_model(config, generator) for _ in range(2)))
     method = XRMTwins()
-    fit(data, method, config, model=twins, callback=callback, evaluate_splits=False)
+    fit(data, method, config, model=twins, callback=callback, evaluate_splits=False, **run)
     logits = {s: torch.stack([predict_logits(m, data.get(s).x) for m in twins.twins]) for s in SPLITS}
     return heldout_from_twin_logits(data, logits, method)
 

@@ -6,13 +6,15 @@ per run, and a stacked optimizer applies each run's own learning rate, weight de
 keeps what the one-model path gives it: its method set up by `prepare` from its own seeded generator, its
 own sampler (drawn ahead on the host, a chunk of steps at a time, and padded to the largest batch), its
 own method state (stacked: `Method.stack_state`, `batched_loss`, `batched_update`), its own evaluation
-records and best checkpoints. A run whose loss stops being finite fails alone.
+records and best checkpoints. A run whose loss stops being finite fails alone. On a GPU every training
+step after the first few is replayed from a CUDA graph (`GraphedStep`), and each evaluation computes the
+metrics of all models on the device, with one transfer to the host.
 """
 from __future__ import annotations
 
-import math
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from ..data.dataset import SPLITS, Dataset
 from ..errors import MemawareError
 from ..methods.base import Method, UniformSampler
 from .config import TrainConfig
-from .loop import BestTracker, check_finite, evaluate, lr_decay, optimize, prepare, run_result
+from .loop import BestTracker, check_finite, evaluate_logits, lr_decay, optimize, prepare, run_result
 
 SHARED_SETTINGS = ("steps", "device", "optimizer", "lr_schedule", "checkpoint_freq", "arch", "hidden", "bias")
 """Training settings that every run of a stack shares; the others (lr, weight decay, momentum, batch size,
@@ -106,14 +108,17 @@ class StackedModels(nn.Module):
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None, lengths: list[int] | None = None):
         m, t, w0 = self.n_models, self.n_towers, self.weights[0]
         if x.device.type == "cpu" and len(self.weights) > 1:
+            layers = self.per_model()
             if idx is None:
-                return torch.stack([self.one(i, x) for i in range(m)])
-            return torch.stack([F.pad(self.one(i, x.index_select(0, idx[i, :n])), (0, 0, 0, idx.shape[1] - n))
+                return torch.stack([self.one(i, x, layers) for i in range(m)])
+            return torch.stack([F.pad(self.one(i, x.index_select(0, idx[i, :n]), layers), (0, 0, 0, idx.shape[1] - n))
                                 for i, n in enumerate(lengths)])
-        if idx is None:
-            h = (x @ w0.reshape(-1, x.shape[1]).T).view(len(x), m, -1).transpose(0, 1)
-        elif x.device.type == "cpu":
+        if idx is None:  # one product for every model, (M * T * width, d) by (d, n): the faster order on a CPU
+            h = (w0.reshape(-1, x.shape[1]) @ x.T).view(m, -1, len(x)).transpose(1, 2)
+        elif x.device.type == "cpu" and min(lengths) < idx.shape[1]:
             h = OwnRows.apply(x, idx, lengths, w0)
+        elif x.device.type == "cpu":  # no padding: one batched product, in the faster order on a CPU
+            h = torch.bmm(w0, x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1).transpose(1, 2)).transpose(1, 2)
         else:
             h = torch.bmm(x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1), w0.transpose(1, 2))
         if self.has_bias:
@@ -126,18 +131,27 @@ class StackedModels(nn.Module):
                 h = h + self.biases[i]
         return h.view(m, t, b, -1)
 
-    def one(self, m: int, x: torch.Tensor) -> torch.Tensor:
-        """Model m's logits (T, n, K) on its own rows x (n, d): on a CPU, deeper models run one by one,
-        without the padding of a batched product."""
-        t, rows = self.n_towers, slice(m * self.n_towers, (m + 1) * self.n_towers)
-        h = x @ self.weights[0][m].T
-        if self.has_bias:
-            h = h + self.biases[0][m]
+    def per_model(self) -> list[tuple]:
+        """Each layer's weights and biases split along the stacked dimension (model, or model and tower):
+        one model's product then reads its own slices, and their gradients are gathered by one stack."""
+        biases = self.biases if self.has_bias else [None] * len(self.weights)
+        return [(w.unbind(0), None if b is None else b.unbind(0)) for w, b in zip(self.weights, biases)]
+
+    def one(self, m: int, x: torch.Tensor, layers: list[tuple]) -> torch.Tensor:
+        """Model m's logits (T, n, K) on its own rows x (n, d), from `per_model`'s layers: on a CPU,
+        deeper models run one by one, without the padding of a batched product."""
+        t = self.n_towers
+        (w0, b0), towers = layers[0], slice(m * t, (m + 1) * t)
+        h = x @ w0[m].T if b0 is None else torch.addmm(b0[m], x, w0[m].T)
+        if t == 1:  # one tower: products of matrices, as nn.Linear computes them
+            for w, b in layers[1:]:
+                h = h.relu() @ w[m] if b is None else torch.addmm(b[m], h.relu(), w[m])
+            return h.unsqueeze(0)
         h = h.view(len(x), t, -1).transpose(0, 1)
-        for i in range(1, len(self.weights)):
-            h = torch.bmm(h.relu(), self.weights[i][rows])
-            if self.has_bias:
-                h = h + self.biases[i][rows]
+        for w, b in layers[1:]:
+            h = torch.bmm(h.relu(), torch.stack(w[towers]))
+            if b is not None:
+                h = h + torch.stack(b[towers])
         return h
 
     @torch.no_grad()
@@ -165,16 +179,26 @@ class StackedModels(nn.Module):
 
 class StackedOptimizer:
     """torch.optim's SGD (momentum, weight decay), Adam or AdamW update, with each stacked model's own
-    learning rate, weight decay and momentum, times the schedule's factor (`schedule` steps it)."""
+    learning rate, weight decay and momentum, times the schedule's factor. What changes from one step to
+    the next (the schedule's factor, Adam's bias corrections) is read from tables on the device at the
+    step count that `counter` keeps there, so that a step can be captured in a CUDA graph and replayed."""
 
     betas, eps = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as make_optimizer uses them
 
     def __init__(self, params, configs: list[TrainConfig]):
         self.params = list(params)
-        self.kind = configs[0].optimizer
+        config, device = configs[0], self.params[0].device
+        self.kind = config.optimizer
         self.use_momentum = any(c.momentum > 0 for c in configs)
         self.use_decay = any(c.weight_decay > 0 for c in configs)
-        self.schedule = Schedule(lr_decay(configs[0]))
+        self.counter = StepCounter(device)
+        decay = lr_decay(config)
+        factors = [decay(t) for t in range(config.steps)]
+        self.factors = None if all(f == 1.0 for f in factors) else torch.tensor(factors, device=device)
+        step = np.arange(1, config.steps + 1, dtype=np.float64)  # Adam's step number at each step
+        beta1, beta2 = self.betas
+        self.corrections = torch.tensor(np.stack([1 - beta1 ** step, np.sqrt(1 - beta2 ** step)], 1),
+                                        dtype=torch.float32, device=device)
         self.state: dict = {p: {} for p in self.params}
         values = {k: [float(getattr(c, k)) for c in configs] for k in ("lr", "weight_decay", "momentum")}
         self.per_model = {}
@@ -190,16 +214,18 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        factor = self.schedule.factor
+        taken = self.counter.taken
+        factor = None if self.factors is None else self.factors.index_select(0, taken)
+        corrections = None if self.kind == "sgd" else self.corrections.index_select(0, taken)[0]
         for p in self.params:
             if p.grad is None:
                 continue
             h = self.per_model[p]
-            lr = h["lr"] if factor == 1.0 else h["lr"] * factor
+            lr = h["lr"] if factor is None else h["lr"] * factor
             if self.kind == "sgd":
                 self._sgd(p, lr, h)
             else:
-                self._adam(p, lr, h)
+                self._adam(p, lr, h, corrections)
 
     def _sgd(self, p, lr, h):
         d_p = torch.addcmul(p.grad, h["weight_decay"], p) if self.use_decay else p.grad
@@ -212,11 +238,10 @@ class StackedOptimizer:
             d_p = state["momentum_buffer"]
         p.sub_(lr * d_p)
 
-    def _adam(self, p, lr, h):
+    def _adam(self, p, lr, h, corrections):
         state = self.state[p]
         if not state:
-            state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-        state["step"] += 1
+            state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
         grad = p.grad
         if self.use_decay and self.kind == "adamw":
             p.mul_(1 - lr * h["weight_decay"])
@@ -225,20 +250,59 @@ class StackedOptimizer:
         beta1, beta2 = self.betas
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = state["exp_avg_sq"].sqrt().div_(math.sqrt(1 - beta2 ** state["step"])).add_(self.eps)
-        p.addcdiv_(state["exp_avg"], denom.mul_((1 - beta1 ** state["step"]) / lr), value=-1)
+        denom = state["exp_avg_sq"].sqrt().div_(corrections[1]).add_(self.eps)
+        p.addcdiv_(state["exp_avg"], denom.mul_(corrections[0] / lr), value=-1)
 
 
-class Schedule:
-    """LambdaLR's factor without torch.optim: decay(t) for the optimizer's step t."""
+class StepCounter:
+    """The stacked optimizer's scheduler: the number of steps taken, on the device."""
 
-    def __init__(self, decay):
-        self.decay, self.taken = decay, 0
-        self.factor = decay(0)
+    def __init__(self, device):
+        self.taken = torch.zeros(1, dtype=torch.long, device=device)
 
     def step(self) -> None:
+        self.taken.add_(1)
+
+
+class GraphedStep:
+    """optimize's step replayed from a CUDA graph (its `wrap_step` on a GPU): the first WARMUP steps run
+    as they are (on a side stream, as capture asks), the next one is captured once, and every later step
+    copies its batch into the graph's own batch and replays the graph. A method's state entry that a step
+    replaces is copied back, inside the graph, into the tensor that the graph reads."""
+
+    WARMUP = 3
+
+    def __init__(self, take_step, state: dict[str, torch.Tensor]):
+        self.take_step, self.state = take_step, state
+        self.taken, self.graph, self.batch, self.output = 0, None, None, None
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, batch: StackBatch) -> tuple[torch.Tensor, torch.Tensor]:
         self.taken += 1
-        self.factor = self.decay(self.taken)
+        if self.taken <= self.WARMUP:
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                output = self.take_step(batch)
+            torch.cuda.current_stream().wait_stream(self.stream)
+            return output
+        if self.graph is None:
+            self.capture(batch)
+        for mine, given in zip(self.batch.tensors(), batch.tensors()):
+            if given is not None:
+                mine.copy_(given)
+        self.graph.replay()
+        return self.output
+
+    def capture(self, batch: StackBatch) -> None:
+        self.batch = StackBatch(*(None if t is None else t.clone() for t in batch.tensors()))
+        read = dict(self.state)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = self.take_step(self.batch)
+            for key, value in self.state.items():
+                if value is not read[key]:
+                    read[key].copy_(value)
+        self.state.update(read)
 
 
 @dataclass
@@ -252,6 +316,9 @@ class StackBatch:
 
     def to(self, device) -> "StackBatch":
         return self
+
+    def tensors(self) -> tuple:
+        return self.idx, self.y, self.weight, self.draws
 
 
 class StackSampler:
@@ -282,20 +349,30 @@ class StackSampler:
         shape = (n_steps, len(self.samplers), self.width)
         idx, weight = np.empty(shape, np.int64), np.zeros(shape, np.float32)
         draws = np.zeros(shape, np.float32) if self.noisy else None
-        for s in range(n_steps):
-            for m, (sampler, method) in enumerate(zip(self.samplers, self.methods)):
-                batch = next(sampler).numpy()
-                if len(batch) != self.lengths[m]:
+        for m, (sampler, method, n) in enumerate(zip(self.samplers, self.methods, self.lengths)):
+            step = 0
+            for block in batch_blocks(sampler, n_steps):
+                if block.shape[1] != n:
                     raise MemawareError("the batched engine needs samplers of a fixed batch size")
-                idx[s, m, :len(batch)], idx[s, m, len(batch):] = batch, batch[0]
-                weight[s, m, :len(batch)] = 1.0 / len(batch)
+                steps = slice(step, step + len(block))
+                idx[steps, m, :n], idx[steps, m, n:] = block.numpy(), block[:, :1].numpy()
+                weight[steps, m, :n] = 1.0 / n
                 if draws is not None:
-                    draws[s, m, :len(batch)] = method.draws(len(batch)).numpy()
+                    draws[steps, m, :n] = method.draws(block.numel()).view(block.shape).numpy()
+                step += len(block)
         self.drawn += n_steps
         on_device = [None if a is None else torch.from_numpy(a).to(self.device) for a in (idx, weight, draws)]
         on_device.insert(1, self.y[on_device[0]])
         for s in range(n_steps):
             self.queue.append(StackBatch(*(None if a is None else a[s] for a in on_device)))
+
+
+def batch_blocks(sampler, n_steps: int) -> Iterator[torch.Tensor]:
+    """The sampler's next n_steps batches as (k, batch size) blocks (UniformSampler.blocks; one step a
+    block for other samplers)."""
+    if isinstance(sampler, UniformSampler):
+        return sampler.blocks(n_steps)
+    return (next(sampler).unsqueeze(0) for _ in range(n_steps))
 
 
 class FailureWatch:
@@ -310,7 +387,7 @@ class FailureWatch:
 
     def __call__(self, loss: torch.Tensor, name: str, step: int) -> None:
         self.name = name
-        self.pending.append((step, loss))
+        self.pending.append((step, loss.clone()))  # a graph's replay writes its next loss where this one is
 
     def settle(self) -> None:
         if not self.pending:
@@ -354,15 +431,19 @@ class Stack:
 
 
 def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig], heldout=None,
-                modules: list[nn.Module | None] | None = None, evaluate_splits: bool = True) -> Stack:
+                modules: list[nn.Module | None] | None = None, evaluate_splits: bool = True,
+                graphs: bool = True) -> Stack:
     """Train one run per (method, config) together; every method of one class, every config sharing
-    SHARED_SETTINGS. `modules` are the runs' own models (default: those the configs name)."""
+    SHARED_SETTINGS. `modules` are the runs' own models (default: those the configs name). On a GPU the
+    training steps replay a CUDA graph unless `graphs` is False."""
     check_stackable(methods, configs)
     config, n_models = configs[0], len(configs)
     splits = {s: data.get(s, config.device) for s in SPLITS}
     train = splits["train"]
     if not isinstance(train.x, torch.Tensor):
         raise NotStackable("the batched engine trains on in-memory features only")
+    if any(c.grad_clip is not None for c in configs):
+        raise NotStackable("the batched engine does not clip each run's gradients")
     runs = [prepare(data, splits, method, c, heldout, module)
             for method, c, module in zip(methods, configs, modules or [None] * n_models)]
     members = [towers(model) for model, _, _ in runs]
@@ -374,24 +455,26 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
     sampler = StackSampler([s for _, _, s in runs], methods, train.y, config.steps, config.device)
     x, lead, watch = train.x.reshape(len(train), -1), methods[0], FailureWatch()
     histories, trackers = [[] for _ in runs], [BestTracker() for _ in runs]
-    eval_splits = {s: split.to("cpu") for s, split in splits.items()}
     inferred = None if heldout is None else heldout.inferred
 
     def batch_loss(batch):
+        """The runs' losses, and the method's update of its state (which the loss's gradient does not read)."""
         logits = stack(x) if sampler.shared else stack(x, batch.idx, sampler.lengths)
         logits = logits.squeeze(1) if stack.n_towers == 1 else logits
-        return lead.batched_loss(state, logits, batch.y, batch.idx, batch.weight), logits
+        loss = lead.batched_loss(state, logits, batch.y, batch.idx, batch.weight)
+        lead.batched_update(state, logits.detach(), batch.y, batch.idx, batch.weight, batch.draws)
+        return loss, logits
 
     def after_step(step, batch, logits, loss):
-        lead.batched_update(state, logits, batch.y, batch.idx, batch.weight, batch.draws)
         if evaluate_splits and (step == config.steps - 1 or (config.checkpoint_freq and
                                                              step % config.checkpoint_freq == 0)):
             watch.settle()
-            evaluate_stack(stack, splits, eval_splits, inferred, step, loss.cpu(), members, runs, histories,
-                           trackers, watch.failed)
+            evaluate_stack(stack, splits, inferred, step, loss, members, runs, histories, trackers, watch.failed)
 
+    graphed = graphs and torch.device(config.device).type == "cuda"
     optimize(stack, config, sampler, batch_loss, after_step, lead.registry_name,
-             optimizer=(optimizer, optimizer.schedule), check=watch)
+             optimizer=(optimizer, optimizer.counter), check=watch,
+             wrap_step=(lambda take_step: GraphedStep(take_step, state)) if graphed else None)
     watch.settle()
     outcomes = []
     for m, (method, c, (model, predictor, _)) in enumerate(zip(methods, configs, runs)):
@@ -401,16 +484,18 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
     return Stack(stack, outcomes)
 
 
-def evaluate_stack(stack: StackedModels, splits, eval_splits, inferred, step, loss, members, runs, histories,
-                   trackers, failed) -> None:
-    """Every live model's evaluation record at `step`: logits of all models at once, then, per model,
-    the one-model path's `evaluate` on them."""
-    logits = {s: stack.predict(split.x.reshape(len(split), -1))[:, 0].cpu() for s, split in splits.items()}
+def evaluate_stack(stack: StackedModels, splits, inferred, step, loss, members, runs, histories, trackers,
+                   failed) -> None:
+    """Every live model's evaluation record at `step`, as `evaluate` makes it: the logits of all models
+    on each split at once, their metrics computed for all models on the device (memaware.train.loop.
+    evaluate_logits)."""
+    logits = {s: stack.predict(split.x.reshape(len(split), -1))[:, 0] for s, split in splits.items()}
+    records = evaluate_logits(logits, splits, inferred)
+    losses = loss.cpu().tolist()
     for m, (_, predictor, _) in enumerate(runs):
         if m in failed:
             continue
-        own = {s: replace(split, x=logits[s][m]) for s, split in eval_splits.items()}
-        record = {"step": step, "loss": float(loss[m]), **evaluate(nn.Identity(), own, inferred)}
+        record = {"step": step, "loss": losses[m], **records[m]}
         histories[m].append(record)
         trackers[m].offer(record, _Weights(stack, m, members[m], predictor))
 

@@ -9,9 +9,11 @@ from ..data.io import atomic_write
 from ..errors import MemawareError
 
 
-def save_checkpoint(path, model_state: dict, method_state: dict | None = None, meta: dict | None = None) -> Path:
-    """Write tensors (and a JSON-able `meta` dict of plain values) to `path` atomically."""
-    payload = {"model": model_state, "method": method_state or {}, "meta": meta or {}}
+def save_checkpoint(path, model_state: dict, method_state: dict | None = None, meta: dict | None = None,
+                    **sections: dict) -> Path:
+    """Write tensors (and a JSON-able `meta` dict of plain values) to `path` atomically; `sections` are more
+    named dicts of tensors and plain values (a resumable run's optimizer, sampler...: memaware.train.resume)."""
+    payload = {"model": model_state, "method": method_state or {}, "meta": meta or {}, **sections}
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
     return Path(path)
 

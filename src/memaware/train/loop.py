@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -10,11 +11,13 @@ from torch import nn
 
 from ..data.dataset import SPLITS, Dataset, Split
 from ..errors import MemawareError
-from ..metrics import accuracy_report, probability_report
+from ..metrics import split_record, split_values, to_host
 from ..methods.base import Method, TrainContext, create
 from ..runinfo import run_info
 from .config import TrainConfig
+from .distributed import Distributed
 from .models import build_model
+from .resume import Checkpointing, restore_state, run_fingerprint, save_state
 
 CRITERIA = {
     "va_wga": "validation worst-group accuracy on true groups",
@@ -103,16 +106,20 @@ def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torc
 def evaluate(model: nn.Module, splits: dict[str, Split], inferred: dict[str, torch.Tensor] | None = None) -> dict:
     """Accuracy, AUROC and calibration reports of `model` on each split (with inferred-group WGA where
     inferred groups exist)."""
+    logits = {name: predict_logits(model, s.x).view(1, len(s.y), s.n_classes) for name, s in splits.items()}
+    return evaluate_logits(logits, splits, inferred)[0]
+
+
+def evaluate_logits(logits: dict[str, torch.Tensor], splits: dict[str, Split],
+                    inferred: dict[str, torch.Tensor] | None = None) -> list[dict]:
+    """`evaluate`'s record of each of M models from their logits (M, n, K) on each split, computed for
+    all models at once and brought to the host in one transfer per dtype."""
     inferred = inferred or {}
-    out = {}
-    for name, s in splits.items():
-        logits = predict_logits(model, s.x).view(len(s.y), s.n_classes)
-        pred = logits.argmax(1)
-        m = inferred.get(name)
-        out[name] = {**accuracy_report(pred, s.y, s.n_classes, s.a, s.n_attrs, None if m is None else m.to(pred.device),
-                                       s.attributes, s.attribute_names),
-                     **probability_report(torch.softmax(logits, 1), s.y, s.groups, s.n_groups)}
-    return out
+    values = to_host({(name, key): value for name, s in splits.items()
+                      for key, value in split_values(logits[name], s, inferred.get(name)).items()})
+    per_split = {name: {key: v for (n, key), v in values.items() if n == name} for name in splits}
+    n_models = len(next(iter(logits.values())))
+    return [{name: split_record(per_split[name], s, m) for name, s in splits.items()} for m in range(n_models)]
 
 
 def training_groups(method: Method, train: Split, heldout, config: TrainConfig) -> tuple[torch.Tensor | None, int]:
@@ -142,30 +149,39 @@ def check_finite(loss: torch.Tensor, name: str, step: int) -> None:
 
 
 def optimize(model: nn.Module, config: TrainConfig, sampler, batch_loss, after_step=None, name: str = "training",
-             optimizer=None, check=check_finite):
-    """Take `config.steps` optimizer steps on `model`.
+             optimizer=None, check=check_finite, start: int = 0, wrap_step=None):
+    """Take `config.steps` optimizer steps on `model` (steps `start` to the last, for a resumed run).
 
     batch_loss(idx) -> (loss, logits) for a batch of example positions drawn from `sampler`;
     after_step(step, idx, detached logits, detached loss) runs after each update. The batched engine
     (memaware.train.batched) passes a loss with one entry per stacked model, its own (optimizer,
-    scheduler) and a `check` that records non-finite losses per model instead of raising.
+    scheduler), a `check` that records non-finite losses per model instead of raising, and on a GPU
+    `wrap_step`, which turns `train_step` into a step replayed from a CUDA graph.
     """
     optimizer, scheduler = optimizer or make_optimizer(model, config)
     device = torch.device(config.device)
-    for step in range(config.steps):
+    take_step = functools.partial(train_step, model, config, batch_loss, optimizer, scheduler)
+    take_step = take_step if wrap_step is None else wrap_step(take_step)
+    for step in range(start, config.steps):
         idx = next(sampler).to(device)
-        loss, logits = batch_loss(idx)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward(torch.ones_like(loss))
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        loss = loss.detach()
+        loss, logits = take_step(idx)
         if step % _FINITE_CHECK_EVERY == 0 or step == config.steps - 1:
             check(loss, name, step)
         if after_step is not None:
-            after_step(step, idx, logits.detach(), loss)
+            after_step(step, idx, logits, loss)
+
+
+def train_step(model: nn.Module, config: TrainConfig, batch_loss, optimizer, scheduler,
+               idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the batch at positions `idx`: its loss and logits, detached."""
+    loss, logits = batch_loss(idx)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(torch.ones_like(loss))
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return loss.detach(), logits.detach()
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig):
@@ -196,6 +212,8 @@ def fit(
     model: nn.Module | None = None,
     callback: Callable[[int, dict | None], None] | None = None,
     evaluate_splits: bool = True,
+    checkpoint: Checkpointing | None = None,
+    distributed: Distributed | None = None,
     **hparams,
 ) -> RunResult:
     """Train `model` (by default the one `config.arch` names) with `method` on `data`'s train split.
@@ -203,6 +221,9 @@ def fit(
     Every `config.checkpoint_freq` steps (and at the last step) the model is evaluated on every split and
     the best step per selection criterion is kept. `heldout` (a HeldOut) supplies held-out logits and
     inferred groups. `callback(step, record)` is called after every step (record None between evaluations).
+    `checkpoint` (memaware.train.resume): resume from its file when there is one, and write it every
+    `checkpoint.every` steps. `distributed` (memaware.train.distributed): this process's part in training
+    one model with several processes; rank 0 evaluates and writes the checkpoints.
     """
     config = config or TrainConfig()
     method = create(method, **hparams) if isinstance(method, str) else method
@@ -211,36 +232,60 @@ def fit(
     train = splits["train"]
     inferred = None if heldout is None else heldout.inferred
     tracker, history = BestTracker(), []
+    main = distributed is None or distributed.main
 
-    everything = getattr(sampler, "everything", False)  # full-batch training: no gather of the inputs
+    everything = getattr(sampler, "everything", False) and distributed is None  # full batch: no gather
     inputs = batch_inputs(train, config, everything)
+    optimizer = make_optimizer(model, config)
+    if distributed is not None:
+        check_distributable(method)
+        distributed.share(*method.state_dict().values())  # first-stage models may differ across GPUs
+    resumable = (model, optimizer, method, sampler, inputs)
+    fingerprint = None if checkpoint is None else run_fingerprint(method, config, train.y, heldout)
+    start = 0
+    if checkpoint is not None:
+        start, history = restore_state(checkpoint, fingerprint, *resumable, tracker)
+    module = model if distributed is None else distributed.wrap(model)
 
     def batch_loss(idx):
-        logits = model(inputs(idx))
+        if distributed is None:
+            logits = module(inputs(idx))
+        else:
+            logits = distributed.gather(module(inputs(idx, distributed.part(len(idx)))), len(idx))
         return method.loss(logits, train.y if everything else train.y[idx], idx), logits
 
     def after_step(step, idx, logits, loss):
         method.update(logits, train.y[idx], idx)
         record = None
         last = step == config.steps - 1
-        if evaluate_splits and (last or (config.checkpoint_freq and step % config.checkpoint_freq == 0)):
+        if main and evaluate_splits and (last or (config.checkpoint_freq and step % config.checkpoint_freq == 0)):
             record = {"step": step, "loss": float(loss), **evaluate(predictor, splits, inferred)}
             history.append(record)
             tracker.offer(record, predictor)
+        if main and checkpoint is not None and checkpoint.due(step, config.steps):
+            save_state(checkpoint, step, fingerprint, *resumable, history, tracker)
         if callback is not None:
             callback(step, record)
 
-    optimize(model, config, sampler, batch_loss, after_step, method.registry_name)
+    optimize(module, config, sampler, batch_loss, after_step, method.registry_name, optimizer=optimizer, start=start)
     return run_result(method, config, heldout, history, tracker, predictor)
 
 
-def batch_inputs(train: Split, config: TrainConfig, everything: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """inputs(idx): the inputs of the training examples at positions idx. In-memory features are rows of
-    `train.x` (all of it when every batch is the whole split); streamed inputs (memaware.data.stream) are
-    fetched by the same positions, in their augmented training form."""
+def check_distributable(method: Method) -> None:
+    """Several processes train one model from the logits of the global batch: refuse a method whose loss
+    recomputes the network's features outside its forward pass."""
+    if getattr(method, "learns_features", False):
+        raise MemawareError(f"method '{method.registry_name}' is not available with several processes yet: its "
+                            f"loss recomputes the network's features")
+
+
+def batch_inputs(train: Split, config: TrainConfig, everything: bool) -> Callable[..., torch.Tensor]:
+    """inputs(idx, part=slice(None)): the inputs of the training examples at positions idx[part]. In-memory
+    features are rows of `train.x` (all of it when every batch is the whole split); streamed inputs
+    (memaware.data.stream) are fetched by the same positions, in their augmented training form."""
     if hasattr(train.x, "train_batches"):
         return train.x.train_batches(config.seed)
-    return (lambda idx: train.x) if everything else train.x.__getitem__
+    return (lambda idx, part=None: train.x) if everything else (lambda idx, part=slice(None): train.x[idx[part]])
 
 
 def prepare(data: Dataset, splits: dict[str, Split], method: Method, config: TrainConfig, heldout=None,

@@ -1,0 +1,197 @@
+"""Two processes (torchrun, gloo on the CPU) train the same model as one process on the same global batch:
+ERM, MAT (with XRM's phase 1 under both processes too) and GroupDRO on features, with a batch that does not
+split evenly; a CNN trains end to end under torchrun and rank 0 alone writes the outputs; a sweep under
+torchrun trains each network once with both processes, its runs on features on rank 0 alone (the results of
+one process), writes from rank 0 only and resumes without redoing finished runs."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from memaware.data import make_figure1
+
+from test_finetune import SIZE, image_folder
+from test_sweep_backbones import experiment, sweep
+
+
+def memaware(args, cwd, processes=1, program=("-m", "memaware"), succeeds=True):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEMAWARE_CACHE": str(cwd / "cache")}
+    launcher = ([sys.executable, *program] if processes == 1 else
+                [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                 *program])
+    done = subprocess.run([*launcher, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert (done.returncode == 0) == succeeds, done.stdout + done.stderr
+    return done
+
+
+def numbers(value, prefix=""):
+    """{path: number} of every number in a JSON value (NaN kept), for comparisons within a tolerance."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in numbers(item, f"{prefix}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in numbers(item, f"{prefix}/{i}").items()}
+    return {prefix: value} if isinstance(value, (int, float)) and not isinstance(value, bool) else {}
+
+
+def assert_close(a, b, tol=1e-5):
+    a, b = numbers(a), numbers(b)
+    assert a.keys() == b.keys()
+    far = {k: (a[k], b[k]) for k in a if not (a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k]))
+                                              or abs(a[k] - b[k]) <= tol * max(1.0, abs(a[k])))}
+    assert not far, far
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddp")
+    data = make_figure1(n=80, d=12, seed=1)
+    np.savez(folder / "data.npz", x=data.x, y=data.y, a=data.a, split=data.split)
+    return folder
+
+
+def test_two_processes_train_the_model_of_one_process_on_the_global_batch(features):
+    args = ["run", "--data", "data.npz", "--methods", "erm,mat,groupdro", "--steps", "16", "--batch-size", "15",
+            "--checkpoint-freq", "3", "--lr", "0.05"]  # 15 examples a step: parts of 8 and 7
+    memaware([*args, "--out", "one"], features)
+    memaware([*args, "--out", "two"], features, processes=2)
+    one, two = (json.loads((features / out / "history.json").read_text()) for out in ("one", "two"))
+    assert_close(one, two)
+    losses = [r["loss"] for r in one["groupdro"]["0"]]
+    assert len(set(losses)) == len(losses)  # the runs moved: the comparison is not between constants
+    results = [json.loads((features / out / "results.json").read_text()) for out in ("one", "two")]
+    assert_close(results[0]["methods"], results[1]["methods"])
+    assert results[0]["phase1"] == results[1]["phase1"]  # XRM (phase 1 for MAT) flipped the same labels
+
+
+def test_a_cnn_trains_end_to_end_under_torchrun_and_rank_0_writes_once(tmp_path):
+    image_folder(tmp_path / "img")
+    done = memaware(["run", "--data", "img", "--backbone", "cnn", "--image-size", str(SIZE), "--workers", "0",
+                     "--methods", "erm,groupdro", "--steps", "6", "--batch-size", "8", "--checkpoint-freq", "3",
+                     "--checkpoint-every", "2", "--out", "out"], tmp_path, processes=2)
+    assert done.stdout.count("wrote ") == 1
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["methods"]) == {"erm", "groupdro"}
+    assert sorted(os.listdir(tmp_path / "out" / "models")) == ["erm", "groupdro"]
+    assert not (tmp_path / "out" / "checkpoint").exists()
+
+
+# memaware's CLI, logging per rank (calls-RANK.txt) every training entry point called, whether with the
+# process group (sharded) or not (alone), and every run folder marked done
+LOGGING_CLI = """
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from memaware.cli import main
+
+
+def logged(module, name):
+    original = getattr(importlib.import_module(module), name)
+
+    def call(*args, **kwargs):
+        what = Path(args[0]).name if name == "mark_done" else "sharded" if kwargs.get("distributed") else "alone"
+        with open(f"calls-{os.environ['RANK']}.txt", "a") as log:
+            log.write(f"{name} {what}\\n")
+        return original(*args, **kwargs)
+
+    setattr(importlib.import_module(module), name, call)
+
+
+for module, name in [("memaware.train", "fit"), ("memaware.train.loop", "fit"), ("memaware.heldout.xrm", "fit"),
+                     ("memaware.train.batched", "fit_many"), ("memaware.train.batched", "xrm_many"),
+                     ("memaware.sweep.store", "mark_done")]:
+    logged(module, name)
+sys.argv[0] = "memaware"
+main()
+"""
+
+FEATURES = {"name": "figure1", "args": {"n": 120, "d": 8}, "train": {"steps": 12, "checkpoint_freq": 4},
+            "phase1": {"steps": 12}}
+
+
+def sweep_under_torchrun(folder, *args, succeeds=True):
+    """`torchrun --nproc-per-node 2 -m memaware sweep exp.yaml --out out` (logging its calls); per rank, the
+    lines it logged."""
+    for rank in (0, 1):
+        (folder / f"calls-{rank}.txt").unlink(missing_ok=True)
+    done = memaware(["sweep", "exp.yaml", "--out", "out", *args], folder, processes=2, program=["cli.py"],
+                    succeeds=succeeds)
+    logs = [folder / f"calls-{rank}.txt" for rank in (0, 1)]
+    return done, [path.read_text().splitlines() if path.is_file() else [] for path in logs]
+
+
+def done_keys(out) -> set[str]:
+    return {p.parent.name for p in out.glob("*/*/done")}
+
+
+@pytest.fixture(scope="module")
+def torchrun_sweep(tmp_path_factory):
+    """A sweep over a CNN on images and a linear head on features, under torchrun: its folder, its output
+    and the calls each rank logged."""
+    folder = tmp_path_factory.mktemp("ddp-sweep")
+    raw = experiment(image_folder(folder / "imgs", n=32))
+    raw["datasets"].append(FEATURES)
+    (folder / "exp.yaml").write_text(yaml.safe_dump(raw))
+    (folder / "cli.py").write_text(LOGGING_CLI)
+    done, logs = sweep_under_torchrun(folder)
+    return folder, done, logs
+
+
+def test_a_sweep_under_torchrun_trains_each_network_once_with_both_processes_and_rank_0_writes(torchrun_sweep):
+    folder, done, (rank0, rank1) = torchrun_sweep
+    out = folder / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert {r["dataset"] for r in summary["results"]} == {"images", "figure1"}
+    assert all(len(r["runs"]) == 2 and not r["failed"] for r in summary["results"])
+    networks = [p.parent for p in out.glob("*/*/spec.json") if "network" in p.read_text()]
+    assert len(networks) >= 5  # phase 1 and at least the 4 runs of the search on images
+    # every run on the network trained once, by both ranks together; nothing else on rank 1
+    assert rank1 == ["fit sharded"] * len(networks)
+    assert [line for line in rank0 if "sharded" in line] == rank1
+    # runs on features trained on rank 0 alone, by the batched engine; rank 0 alone marked every run done, once
+    assert "fit_many alone" in rank0 and "xrm_many alone" in rank0
+    marked = [line.split()[1] for line in rank0 if line.startswith("mark_done")]
+    assert sorted(marked) == sorted(done_keys(out))
+    assert done.stdout.count("sweep tiny-cnn: ") == 1 and (out / "report" / "table.md").is_file()
+
+
+def test_runs_on_features_under_torchrun_give_the_results_of_one_process(torchrun_sweep, tmp_path):
+    folder, _, _ = torchrun_sweep
+    raw = experiment(folder / "imgs")
+    raw["datasets"] = [FEATURES]
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
+    result = sweep(tmp_path / "exp.yaml", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    one = json.loads((tmp_path / "out" / "summary.json").read_text())
+    two = json.loads((folder / "out" / "summary.json").read_text())
+    assert one["results"] and [r for r in two["results"] if r["dataset"] == "figure1"] == one["results"]
+    assert one["phase1"]["figure1"] == two["phase1"]["figure1"]
+
+
+def test_a_resumed_sweep_under_torchrun_trains_only_its_unfinished_runs(torchrun_sweep):
+    folder, _, _ = torchrun_sweep
+    out = folder / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    network = next(r["runs"][1]["key"] for r in summary["results"] if r["dataset"] == "images")
+    features = next(r["runs"][1]["key"] for r in summary["results"] if r["dataset"] == "figure1")
+    for key in (network, features):
+        (out / "runs" / key / "done").unlink()  # as a kill during those runs leaves them
+    _, (rank0, rank1) = sweep_under_torchrun(folder)
+    assert rank1 == ["fit sharded"]
+    assert sorted(line for line in rank0 if line.startswith("mark_done")) == sorted(
+        f"mark_done {key}" for key in (network, features))
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_other_executors_are_refused_under_torchrun(torchrun_sweep):
+    folder, _, _ = torchrun_sweep
+    done, _ = sweep_under_torchrun(folder, "--executor", "processes", succeeds=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --executor processes: under torchrun a sweep runs with the local executor (its "
+                      "networks train across the processes)"] * 2

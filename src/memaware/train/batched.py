@@ -58,13 +58,13 @@ def towers(module: nn.Module) -> list[list[nn.Linear]] | None:
 
 
 class OwnRows(torch.autograd.Function):
-    """x[idx[m, :n_m]] @ w[m].T for each model m, zero on its padding: one matrix product per model and
+    """rows[m, :n_m] @ w[m].T for each model m, zero on its padding: one matrix product per model and
     no padded rows (on a CPU, faster than a batched product of skinny matrices)."""
 
     @staticmethod
-    def forward(ctx, x, idx, lengths, w):
-        rows = [x.index_select(0, idx[m, :n]) for m, n in enumerate(lengths)]
-        out = x.new_zeros(idx.shape[0], idx.shape[1], w.shape[1])
+    def forward(ctx, gathered, lengths, w):
+        rows = [gathered[m, :n] for m, n in enumerate(lengths)]
+        out = gathered.new_zeros(gathered.shape[0], gathered.shape[1], w.shape[1])
         for m, r in enumerate(rows):
             torch.mm(r, w[m].T, out=out[m, :len(r)])
         ctx.rows, ctx.shape = rows, w.shape
@@ -75,7 +75,7 @@ class OwnRows(torch.autograd.Function):
         grad = grad_out.new_empty(ctx.shape)
         for m, r in enumerate(ctx.rows):
             torch.mm(grad_out[m, :len(r)].T, r, out=grad[m])
-        return None, None, None, grad
+        return None, None, grad
 
 
 class StackedModels(nn.Module):
@@ -92,6 +92,7 @@ class StackedModels(nn.Module):
         if len(shapes) != 1:
             raise MemawareError("the batched engine stacks models of one shape only")
         self.n_models, self.n_towers = len(members), len(members[0])
+        self.rows_buffer: torch.Tensor | None = None  # see gather
         n_layers = len(members[0][0])
         self.has_bias = members[0][0][0].bias is not None
         with torch.no_grad():
@@ -107,18 +108,19 @@ class StackedModels(nn.Module):
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None, lengths: list[int] | None = None):
         m, t, w0 = self.n_models, self.n_towers, self.weights[0]
+        rows = None if idx is None or x.device.type != "cpu" else self.gather(x, idx)
         if x.device.type == "cpu" and len(self.weights) > 1:
             layers = self.per_model()
             if idx is None:
                 return torch.stack([self.one(i, x, layers) for i in range(m)])
-            return torch.stack([F.pad(self.one(i, x.index_select(0, idx[i, :n]), layers), (0, 0, 0, idx.shape[1] - n))
+            return torch.stack([F.pad(self.one(i, rows[i, :n], layers), (0, 0, 0, idx.shape[1] - n))
                                 for i, n in enumerate(lengths)])
         if idx is None:  # one product for every model, (M * T * width, d) by (d, n): the faster order on a CPU
             h = (w0.reshape(-1, x.shape[1]) @ x.T).view(m, -1, len(x)).transpose(1, 2)
-        elif x.device.type == "cpu" and min(lengths) < idx.shape[1]:
-            h = OwnRows.apply(x, idx, lengths, w0)
-        elif x.device.type == "cpu":  # no padding: one batched product, in the faster order on a CPU
-            h = torch.bmm(w0, x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1).transpose(1, 2)).transpose(1, 2)
+        elif rows is not None and min(lengths) < idx.shape[1]:
+            h = OwnRows.apply(rows, lengths, w0)
+        elif rows is not None:  # no padding: one batched product, in the faster order on a CPU
+            h = torch.bmm(w0, rows.transpose(1, 2)).transpose(1, 2)
         else:
             h = torch.bmm(x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1), w0.transpose(1, 2))
         if self.has_bias:
@@ -130,6 +132,18 @@ class StackedModels(nn.Module):
             if self.has_bias:
                 h = h + self.biases[i]
         return h.view(m, t, b, -1)
+
+    def gather(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The rows idx (M, B) of x, (M, B, d), in a buffer this stack keeps from step to step: on a CPU a
+        step's batches can take tens of megabytes, and a fresh allocation of that size is new memory
+        mapped and zeroed by the system at every step (several times the cost of the gather itself). A
+        step's backward pass reads the buffer before the next step's forward pass writes it."""
+        shape = (*idx.shape, x.shape[1])
+        buffer = self.rows_buffer
+        if buffer is None or buffer.shape != shape or buffer.dtype != x.dtype:
+            buffer = self.rows_buffer = x.new_empty(shape)
+        torch.index_select(x, 0, idx.reshape(-1), out=buffer.view(-1, x.shape[1]))
+        return buffer
 
     def per_model(self) -> list[tuple]:
         """Each layer's weights and biases split along the stacked dimension (model, or model and tower):

@@ -37,7 +37,9 @@ class Saving:
     @property
     def main(self) -> bool:
         """Whether this process writes (the only one, or rank 0)."""
-        return self.distributed is None or self.distributed.main
+        from ..train.distributed import is_main
+
+        return is_main(self.distributed)
 
     def first_on_main(self, work):
         """work() on rank 0 first, then on the other processes (which then find rank 0's cache files)."""

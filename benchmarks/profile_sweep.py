@@ -1,0 +1,53 @@
+"""Where the batched engine's time goes on the issue-9 protocol: torch.profiler over one sweep (after a
+short warm-up sweep), printing the wall time, the GPU's busy time (the sum of its kernels' times), and the
+operations that take the most GPU time and the most host time.
+
+    PYTHONPATH=src python benchmarks/profile_sweep.py          # on a GPU: the protocol's 1001 steps
+    PYTHONPATH=src python benchmarks/profile_sweep.py --steps 101
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+import sweep_speed
+from memaware.data.registry import DATASETS, DatasetSpec, register_dataset
+from memaware.sweep.runner import run_sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1001)
+    parser.add_argument("--rows", type=int, default=25, help="operations listed per table")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if sweep_speed.NAME not in DATASETS:
+        register_dataset(DatasetSpec(sweep_speed.NAME, "synthetic", "Waterbirds-shaped features (issue 9)",
+                                     sweep_speed.waterbirds_shaped, provenance="generated"))
+    warm = sweep_speed.experiment(device, "batched", 2, 2, 2, 60, 1)
+    timed = sweep_speed.experiment(device, "batched", 10, 10, 10, args.steps, 1)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with tempfile.TemporaryDirectory() as folder:
+        run_sweep(warm, f"{folder}/warm")
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            run_sweep(timed, f"{folder}/timed")
+            if cuda:
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+    events = prof.key_averages()
+    busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6  # kernels, copies
+    print(f"{device}: wall {wall:.2f} s under the profiler; GPU busy {busy:.2f} s (sum of kernel times)")
+    if cuda:
+        print(events.table(sort_by="self_device_time_total", row_limit=args.rows, max_name_column_width=60))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()

@@ -258,7 +258,6 @@ class Experiment(Strict):
                 raise ValueError(f"hparams: {err}") from None
         return self
 
-
     def _check_network(self, i: int) -> None:
         """What a whole network cannot do yet: cross-fitting in phase 1, some methods (docs/finetune.md)."""
         from ..methods import create

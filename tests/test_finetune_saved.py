@@ -77,14 +77,16 @@ def test_predict_on_a_folder_of_new_images_in_another_layout_order(trained, tmp_
     (["--data", "FILE"], "the model is a cnn network; give a folder of images in a layout"),
     (["--data", "TEXTS"], "backbone 'cnn' takes images, but texts holds texts"),
     (["--data", "EMPTY"], "no known layout found"),
+    (["--data", "MISSING"], "missing: no such folder"),
     (["--method", "jtt"], "no saved model (saved methods: dfr, erm, mat; seeds: 0, 1)"),
     (["--seed", "7"], "no saved model"),
-], ids=["file", "texts", "no-layout", "method", "seed"])
+], ids=["file", "texts", "no-layout", "missing", "method", "seed"])
 def test_predict_bad_input_is_one_line_exit_2_nothing_written(trained, tmp_path, args, message):
     folder, out, _ = trained
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     (tmp_path / "empty").mkdir()
-    where = {"FILE": tmp_path / "x.csv", "TEXTS": text_folder(tmp_path / "texts"), "EMPTY": tmp_path / "empty"}
+    where = {"FILE": tmp_path / "x.csv", "TEXTS": text_folder(tmp_path / "texts"), "EMPTY": tmp_path / "empty",
+             "MISSING": tmp_path / "missing"}
     options = {"--method": "erm", "--data": folder, **dict(zip(args[::2], args[1::2]))}
     options = {k: where.get(v, v) if isinstance(v, str) else v for k, v in options.items()}
     result = invoke("predict", out, *[x for kv in options.items() for x in kv], "--out", tmp_path / "p.csv")

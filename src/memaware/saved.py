@@ -234,6 +234,8 @@ def read_network_inputs(source, model: SavedModel):
     from .featurize import default_cache_dir
 
     path = Path(source)
+    if not path.exists():
+        raise DataError(f"{source}: no such folder")
     if not path.is_dir():
         raise DataError(f"{source}: the model is a {model.meta['network']['backbone']} network; give a folder of "
                         f"{model.network.modality}s in a layout (e.g. {model.meta['network']['layout']}), not a file")

@@ -13,19 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def start_distributed(device: str):
-    """This process's `Distributed` when torchrun started several (None otherwise)."""
-    from ..train.distributed import start_from_environment
-
-    return start_from_environment(device)
-
-
-def process_device(device: str, distributed) -> str:
-    from ..train.distributed import process_device as device_of_process
-
-    return device_of_process(device, distributed)
-
-
 @dataclass
 class Saving:
     """The checkpoint folder (None: no checkpoints), every how many steps, and the process group (or None)."""

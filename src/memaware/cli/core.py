@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ..errors import DataError, MemawareError
 from . import app, user_errors
-from .checkpoints import Saving, process_device, start_distributed
+from .checkpoints import Saving
 
 stdout = Console()
 
@@ -274,6 +274,7 @@ def run(
     from ..methods import create
     from ..results import default_criterion
     from ..saved import open_data
+    from ..train.distributed import process_device, start_from_environment
 
     names = parse_names(methods, "--methods")
     hparams = parse_params(param, names)
@@ -282,7 +283,7 @@ def run(
     seed_list = parse_seeds(seeds)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise MemawareError(f"--checkpoint-every {checkpoint_every}: give a positive number of steps")
-    distributed = start_distributed(resolve_device(device))
+    distributed = start_from_environment(resolve_device(device))
     config = train_config(steps=steps, lr=lr, batch_size=batch_size or None, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, arch=arch, checkpoint_freq=checkpoint_freq, seed=seed_list[0],
                           device=process_device(resolve_device(device), distributed), lr_schedule=lr_schedule,

@@ -10,7 +10,6 @@ import typer
 
 from ..errors import MemawareError
 from . import app, user_errors
-from .checkpoints import start_distributed
 from .core import check_output, one_cpu_thread, progress_bar, stage_updater
 
 
@@ -46,7 +45,7 @@ def sweep(
     from ..sweep.executors import EXECUTORS
     from ..sweep.experiment import ENGINES, load_experiment
     from ..sweep.store import other_version_runs
-    from ..train.distributed import is_main, stop
+    from ..train.distributed import is_main, start_from_environment, stop
 
     exp = load_experiment(experiment, set_)
     engine = parse_list(engine, ENGINES, "--engine")[0] if engine is not None else None
@@ -56,7 +55,7 @@ def sweep(
     out = out or Path("runs") / exp.name
     check_output(out)
     one_cpu_thread()
-    distributed = start_distributed(sweep_device(exp))
+    distributed = start_from_environment(sweep_device(exp))
     try:
         if distributed is not None and execution.executor != "local":
             raise MemawareError(f"--executor {execution.executor}: under torchrun a sweep runs with the local "

@@ -80,6 +80,40 @@ def test_a_cnn_trains_end_to_end_under_torchrun_and_rank_0_writes_once(tmp_path)
     assert not (tmp_path / "out" / "checkpoint").exists()
 
 
+# under torchrun: a DDP step (in a function, as `fit` takes it), then `stop`; each rank writes the names
+# of its threads into threads-RANK.txt
+THREADS = """
+import os
+
+import torch
+
+from memaware.train.distributed import start_from_environment, stop
+
+
+def step(distributed):
+    model = distributed.wrap(torch.nn.Linear(3, 2))
+    model(torch.randn(4, 3)).sum().backward()
+
+
+distributed = start_from_environment("cpu")
+step(distributed)
+stop(distributed)
+names = sorted(open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task"))
+with open(f"threads-{distributed.rank}.txt", "w") as out:
+    out.write(" ".join(names))
+"""
+
+
+def test_stop_ends_the_process_groups_threads_after_a_ddp_step(tmp_path):
+    """A group that outlives `stop` keeps gloo's threads to the interpreter's teardown, where they can abort
+    a process whose work is done (and torchrun then fails the command)."""
+    (tmp_path / "threads.py").write_text(THREADS)
+    memaware([], tmp_path, processes=2, program=["threads.py"])
+    threads = [(tmp_path / f"threads-{rank}.txt").read_text().split() for rank in (0, 1)]
+    assert all("python" in names for names in threads)
+    assert not [name for names in threads for name in names if "gloo" in name or "tcpstore" in name], threads
+
+
 # memaware's CLI, logging per rank (calls-RANK.txt) every training entry point called, whether with the
 # process group (sharded) or not (alone), and every run folder marked done
 LOGGING_CLI = """

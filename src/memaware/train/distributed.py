@@ -139,11 +139,17 @@ class GatherBatch(torch.autograd.Function):
 
 def start_from_environment(device: str) -> Distributed | None:
     """Under torchrun (WORLD_SIZE > 1 in the environment): join its process group, nccl on CUDA and gloo on
-    the CPU, and return this process's `Distributed`; else None."""
+    the CPU, and return this process's `Distributed`; else None.
+
+    torch.distributed.nn is imported before the group exists: its functions take the default group as
+    a default argument, so importing it later (DistributedDataParallel does) would keep the group, its
+    connections and threads alive past `stop`, to the interpreter's teardown, where gloo's threads can
+    abort the process (SIGABRT, 'terminate called without an active exception') after its work is done."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return None
     import torch.distributed as dist
+    import torch.distributed.nn  # noqa: F401
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device.startswith("cuda")

@@ -76,10 +76,21 @@ def sweep(
 
 
 def sweep_device(exp) -> str:
-    """'cuda' when a data set of `exp` trains on a GPU (torchrun's processes then use nccl), else 'cpu'."""
-    devices = {str(train.get("device", "cpu")) for d in exp.datasets for train in (exp.base_train(d),
-                                                                                  exp.phase1_train(d))}
-    return "cuda" if any(device.startswith("cuda") for device in devices) else "cpu"
+    """'cuda' when the networks of `exp` (its data sets with a backbone; without any, all its data sets)
+    train on a GPU, so that torchrun's processes use nccl, else 'cpu' (gloo). Under torchrun, networks on
+    a GPU and on the CPU in one sweep are refused: one process group serves them all."""
+    from ..train.distributed import under_torchrun
+
+    networks = [d for d in exp.datasets if d.backbone is not None]
+    kinds = {}
+    for entry in networks or exp.datasets:
+        for train in (exp.base_train(entry), exp.phase1_train(entry)):
+            kind = "cuda" if str(train.get("device", "cpu")).startswith("cuda") else "cpu"
+            kinds.setdefault(kind, entry.label or entry.name)
+    if len(kinds) > 1 and networks and under_torchrun():
+        raise MemawareError(f"under torchrun the networks of a sweep train on one kind of device: "
+                            f"{kinds['cuda']} is on cuda, {kinds['cpu']} on cpu")
+    return "cuda" if "cuda" in kinds else "cpu"
 
 
 def run_stages(exp, out: Path, execution, reuse: bool, engine: str | None, distributed) -> dict:

@@ -145,13 +145,13 @@ def start_from_environment(device: str) -> Distributed | None:
     a default argument, so importing it later (DistributedDataParallel does) would keep the group, its
     connections and threads alive past `stop`, to the interpreter's teardown, where gloo's threads can
     abort the process (SIGABRT, 'terminate called without an active exception') after its work is done."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if not under_torchrun():
         return None
     import torch.distributed as dist
     import torch.distributed.nn  # noqa: F401
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    world = int(os.environ["WORLD_SIZE"])
     cuda = device.startswith("cuda")
     if cuda:
         if local_rank >= torch.cuda.device_count():
@@ -160,6 +160,11 @@ def start_from_environment(device: str) -> Distributed | None:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
     return Distributed(rank, world, local_rank)
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun started this process as one of several (WORLD_SIZE > 1 in the environment)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def process_device(device: str, distributed: Distributed | None) -> str:

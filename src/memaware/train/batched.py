@@ -254,8 +254,8 @@ class StackedOptimizer:
 
     def _adam(self, p, lr, h, corrections):
         state = self.state[p]
-        if not state:
-            state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+        if not state:  # denom: a buffer kept from step to step (see StackedModels.gather)
+            state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p), denom=torch.empty_like(p))
         grad = p.grad
         if self.use_decay and self.kind == "adamw":
             p.mul_(1 - lr * h["weight_decay"])
@@ -264,7 +264,7 @@ class StackedOptimizer:
         beta1, beta2 = self.betas
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = state["exp_avg_sq"].sqrt().div_(corrections[1]).add_(self.eps)
+        denom = torch.sqrt(state["exp_avg_sq"], out=state["denom"]).div_(corrections[1]).add_(self.eps)
         p.addcdiv_(state["exp_avg"], denom.mul_(corrections[0] / lr), value=-1)
 
 

@@ -23,6 +23,13 @@ from torch import nn
 
 from ..errors import MemawareError
 
+if torch.distributed.is_available():
+    # Imported before any process group exists: its functions take the default group as a default argument,
+    # so importing it once a group exists (DistributedDataParallel does) would keep that group, its
+    # connections and threads alive past destroy_process_group, to the interpreter's teardown, where gloo's
+    # threads can abort a process whose work is done (SIGABRT, 'terminate called without an active exception').
+    import torch.distributed.nn  # noqa: F401
+
 TIMEOUT = datetime.timedelta(hours=1)  # rank 0 evaluates while the others wait at the next step
 
 
@@ -139,16 +146,10 @@ class GatherBatch(torch.autograd.Function):
 
 def start_from_environment(device: str) -> Distributed | None:
     """Under torchrun (WORLD_SIZE > 1 in the environment): join its process group, nccl on CUDA and gloo on
-    the CPU, and return this process's `Distributed`; else None.
-
-    torch.distributed.nn is imported before the group exists: its functions take the default group as
-    a default argument, so importing it later (DistributedDataParallel does) would keep the group, its
-    connections and threads alive past `stop`, to the interpreter's teardown, where gloo's threads can
-    abort the process (SIGABRT, 'terminate called without an active exception') after its work is done."""
+    the CPU, and return this process's `Distributed`; else None."""
     if not under_torchrun():
         return None
     import torch.distributed as dist
-    import torch.distributed.nn  # noqa: F401
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     world = int(os.environ["WORLD_SIZE"])

@@ -1,6 +1,7 @@
-"""Saved networks of `memaware run --backbone`: models/ and predictions/ as for features, and `memaware
-predict` rebuilding the network from its saved recipe."""
+"""Saved networks of `memaware run --backbone`: models/ and predictions/ as for features, `memaware
+predict` rebuilding the network from its saved recipe, and `memaware analyze` scoring it from them."""
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,8 @@ import pytest
 import torch
 from test_finetune import FAST, image_folder, invoke, text_folder
 
-import memaware.cli.predict  # noqa: F401  (registers the command)
+import memaware.cli.analyze  # noqa: F401  (registers the command)
+import memaware.cli.predict  # noqa: F401
 from memaware.errors import MemawareError
 from memaware.saved import canonical_state, load_model
 
@@ -110,3 +112,47 @@ def test_canonical_state_refuses_a_predictor_that_is_not_the_plain_model():
     assert list(canonical_state(wrapped, fresh, "dfr")) == ["0.weight", "0.bias", "1.weight", "1.bias"]
     with pytest.raises(MemawareError, match="lff: its predictor does not hold the weights of the plain model"):
         canonical_state(torch.nn.Sequential(torch.nn.Linear(3, 2)), fresh, "lff")
+
+
+def test_analyze_scores_a_network_run_from_its_predictions_and_phase_1_without_the_folder(trained, tmp_path):
+    """phase1_gap of each training image: the network's p(y) in its stored predictions minus phase 1's
+    held-out p(y) in heldout.npz; the layout folder is not read again (the run folder alone is enough)."""
+    _, out, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    results = json.loads((run / "results.json").read_text())
+    results["source"]["data"] = str(tmp_path / "gone")
+    (run / "results.json").write_text(json.dumps(results))
+    result = invoke("analyze", run, "--seed", 1)  # default scores for a network: phase1_gap
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(run / "analysis" / "memorization.parquet")
+    heldout = np.load(run / "heldout.npz")["logits"]
+    held_p = torch.softmax(torch.as_tensor(heldout, dtype=torch.float64), 1).numpy()
+    for method in ("erm", "mat", "dfr"):
+        stored = pd.read_parquet(run / "predictions" / method / "seed-1.parquet")
+        train = stored[stored["split"] == "train"].sort_values("index")
+        own = train[["prob_0", "prob_1"]].to_numpy()[np.arange(len(train)), train["y"].to_numpy()]
+        expected = own - held_p[np.arange(len(train)), train["y"].to_numpy()]
+        scored = frame[frame["method"] == method].sort_values("index")
+        assert scored["index"].tolist() == train["index"].tolist()
+        np.testing.assert_allclose(scored["phase1_gap"].to_numpy(), expected, atol=1e-5)
+    assert frame["phase1_gap"].std() > 0  # the scores are not all one value
+    top = pd.read_csv(run / "analysis" / "top.csv")
+    assert top["item"].tolist() == [f"{k}.png" for k in top["index"]]
+
+
+@pytest.mark.parametrize("methods, scores, message", [
+    ("erm,mat", "crossfit_gap", "--scores crossfit_gap: this run fine-tuned a whole network (cnn); its "
+                                "memorization is scored from stored outputs only (--scores phase1_gap)"),
+    ("erm", "phase1_gap", "phase1_gap needs phase 1's held-out logits (heldout.npz), and this run has none"),
+], ids=["retraining-score", "no-phase-1"])
+def test_analyze_refuses_what_a_network_run_cannot_give_in_one_line(trained, tmp_path, methods, scores, message):
+    folder, out, _ = trained
+    if methods == "erm":
+        out = tmp_path / "erm"
+        assert invoke("run", "--data", folder, "--backbone", "cnn", "--methods", "erm", "--out", out,
+                      *FAST).exit_code == 0
+    result = invoke("analyze", out, "--scores", scores, "--out", tmp_path / "a")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "a").exists()

@@ -7,7 +7,8 @@ import yaml
 from test_finetune import image_folder, text_folder
 from typer.testing import CliRunner
 
-import memaware.cli.sweep  # noqa: F401  (registers the command)
+import memaware.cli.analyze  # noqa: F401  (registers the command)
+import memaware.cli.sweep  # noqa: F401
 from memaware.cli import app
 from memaware.errors import MemawareError
 from memaware.sweep import store
@@ -73,6 +74,16 @@ def test_a_backbone_sweep_resumes_without_redoing_finished_runs(swept):
     assert set(after) == set(before)
     assert {k for k in after if after[k] != before[k]} == {interrupted.name}  # only the unfinished run trained
     assert json.loads((out / "summary.json").read_text()) == json.loads(summary)
+
+
+def test_analyze_on_a_network_sweep_run_is_a_one_line_error(swept, tmp_path):
+    _, out, _ = swept
+    run = next(p.parent for p in out.glob("runs/*/spec.json") if '"network"' in p.read_text())
+    result = runner.invoke(app, ["analyze", str(run), "--out", str(tmp_path / "a")])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "this sweep run fine-tuned a whole network (cnn) and keeps no predictions to score" in lines[0]
+    assert not (tmp_path / "a").exists()
 
 
 def test_runs_on_features_keep_their_keys():

@@ -28,6 +28,17 @@ class RunFolder:
     heldout: HeldOut | None
     setting: dict
     items: np.ndarray | None = None  # per example of the data set: its file name or text, where known
+    network: str | None = None  # the backbone of a whole network trained on a layout folder
+
+    def check_scores(self, scores: tuple[str, ...]) -> None:
+        """Refuse scores that cannot be computed from this folder: on a whole network, those that retrain."""
+        retrained = [s for s in scores if s != "phase1_gap"]
+        if self.network is not None and retrained:
+            raise MemawareError(f"--scores {retrained[0]}: this run fine-tuned a whole network ({self.network}); "
+                                f"its memorization is scored from stored outputs only (--scores phase1_gap)")
+        if self.network is not None and self.heldout is None:
+            raise MemawareError("phase1_gap needs phase 1's held-out logits (heldout.npz), and this run has none: "
+                                "train it with a method that uses phase 1 beside (e.g. --methods erm,mat)")
 
 
 def open_run_folder(path, seed: int | None = None, criterion: str | None = None) -> RunFolder:
@@ -85,7 +96,11 @@ def _run_output(path: Path, seed: int | None) -> RunFolder:
     seed = seeds[0] if seed is None else seed
     if seed not in seeds:
         raise MemawareError(f"--seed {seed}: the run trained seeds {', '.join(map(str, seeds))}")
-    data = load_run_data(path)
+    network = results["source"].get("backbone") if "source" in results else None
+    if network is None:
+        data, items = load_run_data(path), (table_items(results["source"]) if "source" in results else None)
+    else:
+        data, items = _network_run_labels(path, results, seed)
     methods = []
     for label, entry in results["methods"].items():
         config = TrainConfig(**{**entry["train_config"], "seed": seed})
@@ -93,8 +108,27 @@ def _run_output(path: Path, seed: int | None) -> RunFolder:
         methods.append(TrainedMethod(label, entry["method"], config, entry["hparams"], logits))
     first = next(iter(results["methods"].values()))
     setting = {"folder": str(path), "kind": "memaware run", "seed": seed, "criterion": first["criterion"]}
-    items = table_items(results["source"]) if "source" in results else None
-    return RunFolder("run", data, methods, _load_heldout(path / "heldout.npz"), setting, items)
+    return RunFolder("run", data, methods, _load_heldout(path / "heldout.npz"), setting, items, network)
+
+
+def _network_run_labels(path: Path, results: dict, seed: int):
+    """The labels, attributes and splits of a network run's layout folder, and each example's file name,
+    from the stored predictions of its first method (every example, by index): the folder is not read
+    again. The Dataset has no features: such a run is scored from stored outputs only."""
+    import pandas as pd
+
+    from ..data.dataset import Dataset
+    from ..saved import predictions_path
+
+    file = predictions_path(path, next(iter(results["methods"])), seed)
+    if not file.is_file():
+        raise MemawareError(f"{file}: missing; a network run's analysis reads its stored predictions")
+    frame = pd.read_parquet(file).sort_values("index")
+    a = frame["a"].to_numpy() if "a" in frame.columns else None
+    data = Dataset(np.zeros((len(frame), 0), np.float32), frame["y"].to_numpy(), frame["split"].to_numpy(), a,
+                   name=Path(results["source"]["data"]).name)
+    column = next((c for c in ITEM_COLUMNS if c in frame.columns), None)
+    return data, None if column is None else frame[column].astype(str).to_numpy()
 
 
 def _sweep_run(path: Path, criterion: str | None) -> RunFolder:
@@ -107,6 +141,9 @@ def _sweep_run(path: Path, criterion: str | None) -> RunFolder:
     spec = json.loads((path / "spec.json").read_text())["spec"].get("run")
     if spec is None:
         raise MemawareError(f"{path}: a phase-1 folder, not a training run")
+    if spec.get("network"):
+        raise MemawareError(f"{path}: this sweep run fine-tuned a whole network ({spec['network']['name']}) and keeps "
+                            f"no predictions to score; analyze a `memaware run` folder of that setting instead")
     best = store.read_best(path)
     if not best:
         raise MemawareError(f"{path}: this run failed ({store.read_json(path / store.DONE).get('error')})")

@@ -27,9 +27,9 @@ def parse_scores(value: str, fz_models: int) -> tuple[str, ...]:
 def analyze(
     run_dir: Path = typer.Argument(..., help="a `memaware run` output folder or a sweep run folder (runs/KEY)"),
     out: Optional[Path] = typer.Option(None, help="folder for the analysis (default: RUN_DIR/analysis)"),
-    scores: str = typer.Option("crossfit_gap,self_influence",
-                               help="comma-separated: crossfit_gap, self_influence, raw_self_influence, phase1_gap, "
-                               "feldman_zhang"),
+    scores: Optional[str] = typer.Option(None, help="comma-separated: crossfit_gap, self_influence, "
+                                         "raw_self_influence, phase1_gap, feldman_zhang (default: crossfit_gap,"
+                                         "self_influence; phase1_gap for a network fine-tuned on a folder)"),
     folds: int = typer.Option(5, min=2, help="cross-fitting folds (crossfit_gap: this many trainings per method)"),
     fz_models: int = typer.Option(0, min=0, help="models on random halves for feldman_zhang (0: not computed "
                                   "unless --scores names it, then 8)"),
@@ -42,10 +42,12 @@ def analyze(
     from ..analyze import analyze as run_analysis
     from ..analyze.folders import open_run_folder
 
-    chosen = parse_scores(scores, fz_models)
     out = out or run_dir / "analysis"
     check_output(out)
     folder = open_run_folder(run_dir, seed, criterion)
+    default = "phase1_gap" if folder.network is not None else "crossfit_gap,self_influence"
+    chosen = parse_scores(scores or default, fz_models)
+    folder.check_scores(chosen)
     one_cpu_thread()
     start = time.perf_counter()
     with progress_bar() as progress:

@@ -143,7 +143,7 @@ def test_analyze_scores_a_network_run_from_its_predictions_and_phase_1_without_t
 
 @pytest.mark.parametrize("methods, scores, message", [
     ("erm,mat", "crossfit_gap", "--scores crossfit_gap: this run fine-tuned a whole network (cnn); its "
-                                "memorization is scored from stored outputs only (--scores phase1_gap)"),
+                                "memorization is scored without retraining it (--scores phase1_gap)"),
     ("erm", "phase1_gap", "phase1_gap needs phase 1's held-out logits (heldout.npz), and this run has none"),
 ], ids=["retraining-score", "no-phase-1"])
 def test_analyze_refuses_what_a_network_run_cannot_give_in_one_line(trained, tmp_path, methods, scores, message):

@@ -2,7 +2,10 @@
 CNN sweep that writes its runs and table and resumes without redoing finished runs."""
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
 import yaml
 from test_finetune import image_folder, text_folder
 from typer.testing import CliRunner
@@ -76,14 +79,27 @@ def test_a_backbone_sweep_resumes_without_redoing_finished_runs(swept):
     assert json.loads((out / "summary.json").read_text()) == json.loads(summary)
 
 
-def test_analyze_on_a_network_sweep_run_is_a_one_line_error(swept, tmp_path):
+def test_analyze_scores_a_network_sweep_run_with_the_network_it_selected(swept, tmp_path):
+    """phase1_gap from the run's selected checkpoint: p(y) rebuilt from the gap and phase 1's held-out p(y)
+    gives, in each group, the train accuracy that the run recorded at its selected step."""
     _, out, _ = swept
-    run = next(p.parent for p in out.glob("runs/*/spec.json") if '"network"' in p.read_text())
-    result = runner.invoke(app, ["analyze", str(run), "--out", str(tmp_path / "a")])
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert "this sweep run fine-tuned a whole network (cnn) and keeps no predictions to score" in lines[0]
-    assert not (tmp_path / "a").exists()
+    run = next(p.parent for p in sorted(out.glob("runs/*/spec.json"))
+               if json.loads(p.read_text())["spec"]["run"]["network"])
+    result = runner.invoke(app, ["analyze", str(run), "--out", str(tmp_path / "a")])  # default: phase1_gap
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(tmp_path / "a" / "memorization.parquet").sort_values("index")
+    spec = json.loads((run / "spec.json").read_text())["spec"]["run"]
+    heldout = torch.as_tensor(np.load(out / "phase1" / spec["phase1"] / "heldout.npz")["logits"], dtype=torch.float64)
+    y = frame["y"].to_numpy()
+    own = frame["phase1_gap"].to_numpy() + torch.softmax(heldout, 1).numpy()[np.arange(len(y)), y]
+    step = json.loads((run / "best.json").read_text())["va_wga"]["step"]
+    record = next(r for r in map(json.loads, (run / "history.jsonl").read_text().splitlines()) if r["step"] == step)
+    correct = pd.Series(own > 0.5).groupby(frame["group"].to_numpy()).mean()
+    assert correct.to_dict() == pytest.approx(record["train"]["group_acc"])
+    top = pd.read_csv(tmp_path / "a" / "top.csv")
+    assert top["item"].tolist() == [f"{k}.png" for k in top["index"]]
+    result = runner.invoke(app, ["analyze", str(run), "--scores", "self_influence", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "fine-tuned a whole network (cnn)" in result.stderr and not (tmp_path / "b").exists()
 
 
 def test_runs_on_features_keep_their_keys():

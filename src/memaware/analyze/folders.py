@@ -3,7 +3,9 @@
 Two kinds of folder: a `memaware run` output (results.json, heldout.npz, predictions/METHOD/seed-S.parquet)
 and a sweep run folder runs/KEY (spec.json, best.json, checkpoint-<criterion>.pt; phase 1 in
 ../../phase1/KEY). Neither keeps a training trajectory, so the scores that need one (self-influence) or
-other models (cross-fitting, Feldman-Zhang) retrain with the recorded training configuration.
+other models (cross-fitting, Feldman-Zhang) retrain with the recorded training configuration. A whole
+network fine-tuned on a layout folder is not retrained: it is scored by phase1_gap, from its stored
+predictions (a run) or from its selected checkpoint (a sweep run).
 """
 from __future__ import annotations
 
@@ -35,10 +37,13 @@ class RunFolder:
         retrained = [s for s in scores if s != "phase1_gap"]
         if self.network is not None and retrained:
             raise MemawareError(f"--scores {retrained[0]}: this run fine-tuned a whole network ({self.network}); "
-                                f"its memorization is scored from stored outputs only (--scores phase1_gap)")
+                                f"its memorization is scored without retraining it (--scores phase1_gap)")
         if self.network is not None and self.heldout is None:
             raise MemawareError("phase1_gap needs phase 1's held-out logits (heldout.npz), and this run has none: "
                                 "train it with a method that uses phase 1 beside (e.g. --methods erm,mat)")
+        if self.network is not None and all(m.heldin_logits is None for m in self.methods):
+            raise MemawareError(f"phase1_gap needs the selected network's predictions on the train split, and "
+                                f"{', '.join(m.label for m in self.methods)} predicts through more than the network")
 
 
 def open_run_folder(path, seed: int | None = None, criterion: str | None = None) -> RunFolder:
@@ -132,35 +137,48 @@ def _network_run_labels(path: Path, results: dict, seed: int):
 
 
 def _sweep_run(path: Path, criterion: str | None) -> RunFolder:
-    from ..data.registry import load_dataset
     from ..sweep import store
     from ..train.checkpoint import load_checkpoint
     from ..train.loop import predict_logits
-    from ..train.models import build_model
 
     spec = json.loads((path / "spec.json").read_text())["spec"].get("run")
     if spec is None:
         raise MemawareError(f"{path}: a phase-1 folder, not a training run")
-    if spec.get("network"):
-        raise MemawareError(f"{path}: this sweep run fine-tuned a whole network ({spec['network']['name']}) and keeps "
-                            f"no predictions to score; analyze a `memaware run` folder of that setting instead")
     best = store.read_best(path)
     if not best:
         raise MemawareError(f"{path}: this run failed ({store.read_json(path / store.DONE).get('error')})")
     criterion = criterion or ("va_wga" if "va_wga" in best else next(iter(best)))
     if criterion not in best:
         raise MemawareError(f"--criterion {criterion}: not recorded for this run (recorded: {', '.join(best)})")
-    data = load_dataset(spec["dataset"], **spec["dataset_args"])
     config = TrainConfig(**spec["train"])
+    data, model, train_inputs, items = _sweep_run_data(spec, config)
     heldout = None if spec["phase1"] is None else _load_heldout(path.parent.parent / "phase1" / spec["phase1"] /
                                                                 "heldout.npz")
-    model = build_model(data.n_features, data.n_classes, config, torch.Generator())
     try:
         model.load_state_dict(load_checkpoint(path / f"checkpoint-{criterion}.pt")["model"])
-        logits = predict_logits(model, torch.as_tensor(data.x[data.mask("train")]))
+        logits = predict_logits(model, train_inputs)
     except (RuntimeError, MemawareError):  # a method whose predictor is not the plain model (LfF, AFR)
         logits = None
     method = TrainedMethod(spec["method"], spec["method"], config, spec["hparams"], logits)
     setting = {"folder": str(path), "kind": "sweep run", "dataset": spec["dataset"], "seed": config.seed,
                "criterion": criterion, "selected_step": best[criterion]["step"]}
-    return RunFolder("sweep run", data, [method], heldout, setting)
+    network = spec["network"]["name"] if spec.get("network") else None
+    return RunFolder("sweep run", data, [method], heldout, setting, items, network)
+
+
+def _sweep_run_data(spec: dict, config: TrainConfig):
+    """(data set, untrained model, train inputs, file names) of a sweep run: its features, or for a whole
+    network its layout folder streamed for the backbone (images decoded once into $MEMAWARE_CACHE)."""
+    from ..data.registry import load_dataset
+    from ..train.models import build_model
+
+    if not spec.get("network"):
+        data = load_dataset(spec["dataset"], **spec["dataset_args"])
+        model = build_model(data.n_features, data.n_classes, config, torch.Generator())
+        return data, model, torch.as_tensor(data.x[data.mask("train")]), None
+    from ..sweep.runner import streamed
+
+    streamed_data = streamed(spec["dataset"], spec["dataset_args"], spec["network"])
+    items = None if streamed_data.files is None else np.asarray(streamed_data.files)
+    return (streamed_data.labels, streamed_data.build_model(config, torch.Generator()),
+            streamed_data.get("train").x, items)

@@ -156,6 +156,16 @@ def test_analysis_tables_verdicts_and_files(noisy, tmp_path):
     assert json.loads((tmp_path / "analysis.json").read_text())["verdicts"] == result.lines
 
 
+def test_self_influence_trains_a_method_with_its_own_groups_hyperparameter(noisy):
+    """A method's hyperparameter named `groups` (xrm+groupdro's: inferred, recorded in every run of it)
+    reaches its training, apart from the peer groups that self-influence compares an example with."""
+    data, heldout = noisy
+    influence, run = self_influence(data, "xrm+groupdro", CONFIG.model_copy(update={"steps": 50}), heldout,
+                                    groups="inferred")
+    assert run.hparams["groups"] == "inferred" and run.setting["train_groups"] == "inferred"
+    assert len(influence) == 200 and torch.isfinite(influence).all()
+
+
 def test_unknown_score_is_a_one_line_error(noisy):
     data, heldout = noisy
     with pytest.raises(MemawareError, match="unknown score 'x'"):

@@ -142,10 +142,10 @@ def test_analyze_scores_a_network_run_from_its_predictions_and_phase_1_without_t
 
 
 @pytest.mark.parametrize("methods, scores, message", [
-    ("erm,mat", "crossfit_gap", "--scores crossfit_gap: this run fine-tuned a whole network (cnn); its "
-                                "memorization is scored without retraining it (--scores phase1_gap)"),
+    ("erm,mat", "crossfit_gap", "--scores crossfit_gap: it fine-tunes the network (cnn) many times on parts of "
+                                "its folder; a network is scored by phase1_gap (no training) or self_influence"),
     ("erm", "phase1_gap", "phase1_gap needs phase 1's held-out logits (heldout.npz), and this run has none"),
-], ids=["retraining-score", "no-phase-1"])
+], ids=["subsets", "no-phase-1"])
 def test_analyze_refuses_what_a_network_run_cannot_give_in_one_line(trained, tmp_path, methods, scores, message):
     folder, out, _ = trained
     if methods == "erm":
@@ -156,3 +156,26 @@ def test_analyze_refuses_what_a_network_run_cannot_give_in_one_line(trained, tmp
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_self_influence_fine_tunes_the_network_again_with_the_runs_configuration(trained, tmp_path):
+    """self_influence on a network run streams its folder again and fine-tunes the network with the run's
+    configuration (one training, evaluated at the run's steps); every training image gets a finite score,
+    the same from Python and from the CLI."""
+    from memaware.analyze import scores
+    from memaware.analyze.folders import open_run_folder
+
+    _, out, results = trained
+    folder = open_run_folder(out, seed=0).for_scores(("self_influence",))
+    erm = next(m for m in folder.methods if m.label == "erm")
+    influence, run = scores.self_influence(folder.data, erm.method, erm.config, folder.heldout)
+    stored = json.loads((out / "history.json").read_text())["erm"]["0"]
+    assert [r["step"] for r in run.history] == [r["step"] for r in stored]
+    assert run.config == {**results["methods"]["erm"]["train_config"], "seed": 0}
+    assert len(influence) == 32 and torch.isfinite(influence).all() and influence.std() > 0
+    result = invoke("analyze", out, "--seed", 0, "--scores", "self_influence", "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(tmp_path / "a" / "memorization.parquet")
+    assert sorted(frame["method"].unique()) == ["dfr", "erm", "mat"] and frame["self_influence"].notna().all()
+    np.testing.assert_allclose(frame[frame["method"] == "erm"].sort_values("index")["self_influence"], influence,
+                               rtol=1e-5)

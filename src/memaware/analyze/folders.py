@@ -10,8 +10,9 @@ predictions (a run) or from its selected checkpoint (a sweep run).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,19 +32,31 @@ class RunFolder:
     setting: dict
     items: np.ndarray | None = None  # per example of the data set: its file name or text, where known
     network: str | None = None  # the backbone of a whole network trained on a layout folder
+    stream: Callable[[], object] | None = None  # a network's layout folder streamed for it, to retrain it
 
-    def check_scores(self, scores: tuple[str, ...]) -> None:
-        """Refuse scores that cannot be computed from this folder: on a whole network, those that retrain."""
-        retrained = [s for s in scores if s != "phase1_gap"]
-        if self.network is not None and retrained:
-            raise MemawareError(f"--scores {retrained[0]}: this run fine-tuned a whole network ({self.network}); "
-                                f"its memorization is scored without retraining it (--scores phase1_gap)")
-        if self.network is not None and self.heldout is None:
+    def for_scores(self, scores: tuple[str, ...]) -> "RunFolder":
+        """This folder, ready for `scores`: one-line errors for what it cannot give; a network's folder
+        streamed again when a score retrains it (self-influence: one fine-tuning)."""
+        if self.network is None:
+            return self
+        subsets = [s for s in scores if s in ("crossfit_gap", "feldman_zhang")]
+        if subsets:
+            raise MemawareError(f"--scores {subsets[0]}: it fine-tunes the network ({self.network}) many times on "
+                                f"parts of its folder; a network is scored by phase1_gap (no training) or "
+                                f"self_influence (one fine-tuning)")
+        if "phase1_gap" in scores and self.heldout is None:
             raise MemawareError("phase1_gap needs phase 1's held-out logits (heldout.npz), and this run has none: "
                                 "train it with a method that uses phase 1 beside (e.g. --methods erm,mat)")
-        if self.network is not None and all(m.heldin_logits is None for m in self.methods):
+        if "phase1_gap" in scores and all(m.heldin_logits is None for m in self.methods):
             raise MemawareError(f"phase1_gap needs the selected network's predictions on the train split, and "
                                 f"{', '.join(m.label for m in self.methods)} predicts through more than the network")
+        if not set(scores) - {"phase1_gap"}:
+            return self
+        for m in self.methods:
+            if m.config.device.startswith("cuda") and not torch.cuda.is_available():
+                raise MemawareError(f"{m.label} fine-tuned the network on {m.config.device}; retraining it for "
+                                    f"{', '.join(set(scores) - {'phase1_gap'})} needs a GPU here")
+        return replace(self, data=self.stream())
 
 
 def open_run_folder(path, seed: int | None = None, criterion: str | None = None) -> RunFolder:
@@ -106,6 +119,7 @@ def _run_output(path: Path, seed: int | None) -> RunFolder:
         data, items = load_run_data(path), (table_items(results["source"]) if "source" in results else None)
     else:
         data, items = _network_run_labels(path, results, seed)
+    stream = None if network is None else lambda: _network_run_stream(path, results, seed)
     methods = []
     for label, entry in results["methods"].items():
         config = TrainConfig(**{**entry["train_config"], "seed": seed})
@@ -113,7 +127,7 @@ def _run_output(path: Path, seed: int | None) -> RunFolder:
         methods.append(TrainedMethod(label, entry["method"], config, entry["hparams"], logits))
     first = next(iter(results["methods"].values()))
     setting = {"folder": str(path), "kind": "memaware run", "seed": seed, "criterion": first["criterion"]}
-    return RunFolder("run", data, methods, _load_heldout(path / "heldout.npz"), setting, items, network)
+    return RunFolder("run", data, methods, _load_heldout(path / "heldout.npz"), setting, items, network, stream)
 
 
 def _network_run_labels(path: Path, results: dict, seed: int):
@@ -134,6 +148,13 @@ def _network_run_labels(path: Path, results: dict, seed: int):
                    name=Path(results["source"]["data"]).name)
     column = next((c for c in ITEM_COLUMNS if c in frame.columns), None)
     return data, None if column is None else frame[column].astype(str).to_numpy()
+
+
+def _network_run_stream(path: Path, results: dict, seed: int):
+    """A network run's layout folder streamed for its network (the recipe saved with its first model)."""
+    from ..saved import load_model, read_network_inputs
+
+    return read_network_inputs(results["source"]["data"], load_model(path, next(iter(results["methods"])), seed))
 
 
 def _sweep_run(path: Path, criterion: str | None) -> RunFolder:
@@ -163,7 +184,7 @@ def _sweep_run(path: Path, criterion: str | None) -> RunFolder:
     setting = {"folder": str(path), "kind": "sweep run", "dataset": spec["dataset"], "seed": config.seed,
                "criterion": criterion, "selected_step": best[criterion]["step"]}
     network = spec["network"]["name"] if spec.get("network") else None
-    return RunFolder("sweep run", data, [method], heldout, setting, items, network)
+    return RunFolder("sweep run", data, [method], heldout, setting, items, network, (lambda: data) if network else None)
 
 
 def _sweep_run_data(spec: dict, config: TrainConfig):
@@ -180,5 +201,4 @@ def _sweep_run_data(spec: dict, config: TrainConfig):
 
     streamed_data = streamed(spec["dataset"], spec["dataset_args"], spec["network"])
     items = None if streamed_data.files is None else np.asarray(streamed_data.files)
-    return (streamed_data.labels, streamed_data.build_model(config, torch.Generator()),
-            streamed_data.get("train").x, items)
+    return streamed_data, streamed_data.build_model(config, torch.Generator()), streamed_data.get("train").x, items

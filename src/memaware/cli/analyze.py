@@ -47,7 +47,7 @@ def analyze(
     folder = open_run_folder(run_dir, seed, criterion)
     default = "phase1_gap" if folder.network is not None else "crossfit_gap,self_influence"
     chosen = parse_scores(scores or default, fz_models)
-    folder.check_scores(chosen)
+    folder = folder.for_scores(chosen)
     one_cpu_thread()
     start = time.perf_counter()
     with progress_bar() as progress:

@@ -300,10 +300,17 @@ def prepare(data: Dataset, splits: dict[str, Split], method: Method, config: Tra
     method.setup(TrainContext(train.x, train.y, data.n_classes, groups, n_groups, heldout_logits, generator, device,
                               config, splits["val"]))
     if model is None:
-        model = (data.build_model(config, generator) if hasattr(data, "build_model")
-                 else build_model(data.n_features, data.n_classes, config, generator))
+        model = default_model(data, config, generator)
     model = method.wrap_model(model.to(device)).to(device).train()
     return model, method.predictor(model), method.sampler(config.batch_size)
+
+
+def default_model(data: Dataset, config: TrainConfig, generator: torch.Generator) -> nn.Module:
+    """The model `fit` trains when given none: a layout folder's network (data streamed for a backbone),
+    else the model `config.arch` names for the features."""
+    if hasattr(data, "build_model"):
+        return data.build_model(config, generator)
+    return build_model(data.n_features, data.n_classes, config, generator)
 
 
 def run_result(method: Method, config: TrainConfig, heldout, history: list[dict], tracker: BestTracker,

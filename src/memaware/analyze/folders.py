@@ -4,8 +4,8 @@ Two kinds of folder: a `memaware run` output (results.json, heldout.npz, predict
 and a sweep run folder runs/KEY (spec.json, best.json, checkpoint-<criterion>.pt; phase 1 in
 ../../phase1/KEY). Neither keeps a training trajectory, so the scores that need one (self-influence) or
 other models (cross-fitting, Feldman-Zhang) retrain with the recorded training configuration. A whole
-network fine-tuned on a layout folder is not retrained: it is scored by phase1_gap, from its stored
-predictions (a run) or from its selected checkpoint (a sweep run).
+network fine-tuned on a layout folder is scored by phase1_gap without training, from its stored predictions
+(a run) or from its selected checkpoint (a sweep run), or by self-influence with one more fine-tuning.
 """
 from __future__ import annotations
 
@@ -50,12 +50,13 @@ class RunFolder:
         if "phase1_gap" in scores and all(m.heldin_logits is None for m in self.methods):
             raise MemawareError(f"phase1_gap needs the selected network's predictions on the train split, and "
                                 f"{', '.join(m.label for m in self.methods)} predicts through more than the network")
-        if not set(scores) - {"phase1_gap"}:
+        retraining = [s for s in scores if s != "phase1_gap"]
+        if not retraining:
             return self
         for m in self.methods:
             if m.config.device.startswith("cuda") and not torch.cuda.is_available():
                 raise MemawareError(f"{m.label} fine-tuned the network on {m.config.device}; retraining it for "
-                                    f"{', '.join(set(scores) - {'phase1_gap'})} needs a GPU here")
+                                    f"{', '.join(retraining)} needs a GPU here")
         return replace(self, data=self.stream())
 
 
@@ -133,7 +134,8 @@ def _run_output(path: Path, seed: int | None) -> RunFolder:
 def _network_run_labels(path: Path, results: dict, seed: int):
     """The labels, attributes and splits of a network run's layout folder, and each example's file name,
     from the stored predictions of its first method (every example, by index): the folder is not read
-    again. The Dataset has no features: such a run is scored from stored outputs only."""
+    again. The Dataset has no features, which phase1_gap does not need (`RunFolder.for_scores` streams the
+    folder for a score that retrains)."""
     import pandas as pd
 
     from ..data.dataset import Dataset

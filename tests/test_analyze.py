@@ -166,6 +166,16 @@ def test_self_influence_trains_a_method_with_its_own_groups_hyperparameter(noisy
     assert len(influence) == 200 and torch.isfinite(influence).all()
 
 
+def test_self_influence_follows_the_run_that_fit_takes(noisy):
+    """The scores follow the run `fit` takes with the same arguments (its initial weights, its batches),
+    not another run of the same configuration."""
+    data, heldout = noisy
+    config = CONFIG.model_copy(update={"steps": 60, "batch_size": 32, "bias": True, "zero_init_head": False})
+    _, followed = self_influence(data, "mat", config, heldout, tau=0.1)
+    plain = mw.fit(data, "mat", config, heldout, tau=0.1)
+    assert json.dumps(followed.history) == json.dumps(plain.history)
+
+
 def test_unknown_score_is_a_one_line_error(noisy):
     data, heldout = noisy
     with pytest.raises(MemawareError, match="unknown score 'x'"):

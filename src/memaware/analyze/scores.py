@@ -32,7 +32,7 @@ from ..data.dataset import Dataset
 from ..errors import MemawareError
 from ..heldout.base import HeldOut
 from ..train.config import TrainConfig
-from ..train.loop import default_model, fit, predict_logits
+from ..train.loop import fit, predict_logits
 
 
 def true_class_prob(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -187,32 +187,33 @@ def peer_groups(data: Dataset, heldout: HeldOut | None = None) -> torch.Tensor:
 def self_influence(data: Dataset, method: str = "erm", config: TrainConfig | None = None,
                    heldout: HeldOut | None = None, every: int | None = None, model: nn.Module | None = None,
                    callback=None, peers: torch.Tensor | None = None, relative: bool = True, **hparams):
-    """TracIn self-influence of each training example over one training run of `method`.
+    """TracIn self-influence of each training example over one training run of `method`: the run `fit`
+    takes with these arguments (its model, its batches), followed step by step.
 
     Every `every` steps (default: config.checkpoint_freq, or steps // 20) adds lr(step) * every * the
     example's last-layer gradient . its own gradient, minus (relative=True) the mean . with the gradients
     of the other training examples of its group (`peers`: group ids by train position; default
-    `peer_groups`; `hparams` are the method's, among them a method's own `groups`). The
-    loss is the model's own cross-entropy for every method (MAT's shift is a training device, not part of
-    the prediction). Returns (scores, RunResult).
+    `peer_groups`; `hparams` are the method's, among them a method's own `groups`), the last layer being
+    that of the model that predicts. The loss is the model's own cross-entropy for every method (MAT's
+    shift is a training device, not part of the prediction). Returns (scores, RunResult).
     """
     config = config or TrainConfig()
     every = every or config.checkpoint_freq or max(config.steps // 20, 1)
-    if model is None:
-        model = default_model(data, config, torch.Generator().manual_seed(config.seed))
     train = data.get("train", config.device)
     peers = peer_groups(data, heldout) if relative and peers is None else peers
     total = torch.zeros(len(train))
+    followed = []
 
     def accumulate(step, record):
         if step % every == 0:
-            scores = (influence_beyond_group(model, train.x, train.y, peers) if relative
-                      else last_layer_grad_norms(model, train.x, train.y))
+            scores = (influence_beyond_group(followed[0], train.x, train.y, peers) if relative
+                      else last_layer_grad_norms(followed[0], train.x, train.y))
             total.add_(lr_at(config, step) * every * scores)
         if callback is not None:
             callback(step, record)
 
-    run = fit(data, method, config, heldout=heldout, model=model, callback=accumulate, **hparams)
+    run = fit(data, method, config, heldout=heldout, model=model, callback=accumulate, on_start=followed.append,
+              **hparams)
     return total, run
 
 

@@ -214,6 +214,7 @@ def fit(
     evaluate_splits: bool = True,
     checkpoint: Checkpointing | None = None,
     distributed: Distributed | None = None,
+    on_start: Callable[[nn.Module], None] | None = None,
     **hparams,
 ) -> RunResult:
     """Train `model` (by default the one `config.arch` names) with `method` on `data`'s train split.
@@ -223,7 +224,9 @@ def fit(
     inferred groups. `callback(step, record)` is called after every step (record None between evaluations).
     `checkpoint` (memaware.train.resume): resume from its file when there is one, and write it every
     `checkpoint.every` steps. `distributed` (memaware.train.distributed): this process's part in training
-    one model with several processes; rank 0 evaluates and writes the checkpoints.
+    one model with several processes; rank 0 evaluates and writes the checkpoints. `on_start(predictor)`
+    is called once, before the first step, with the model that predicts (as the method set it up), for
+    observers that follow it through training (memaware.analyze.self_influence).
     """
     config = config or TrainConfig()
     method = create(method, **hparams) if isinstance(method, str) else method
@@ -246,6 +249,8 @@ def fit(
     if checkpoint is not None:
         start, history = restore_state(checkpoint, fingerprint, *resumable, tracker)
     module = model if distributed is None else distributed.wrap(model)
+    if on_start is not None:
+        on_start(predictor)
 
     def batch_loss(idx):
         if distributed is None:
@@ -300,17 +305,10 @@ def prepare(data: Dataset, splits: dict[str, Split], method: Method, config: Tra
     method.setup(TrainContext(train.x, train.y, data.n_classes, groups, n_groups, heldout_logits, generator, device,
                               config, splits["val"]))
     if model is None:
-        model = default_model(data, config, generator)
+        model = (data.build_model(config, generator) if hasattr(data, "build_model")
+                 else build_model(data.n_features, data.n_classes, config, generator))
     model = method.wrap_model(model.to(device)).to(device).train()
     return model, method.predictor(model), method.sampler(config.batch_size)
-
-
-def default_model(data: Dataset, config: TrainConfig, generator: torch.Generator) -> nn.Module:
-    """The model `fit` trains when given none: a layout folder's network (data streamed for a backbone),
-    else the model `config.arch` names for the features."""
-    if hasattr(data, "build_model"):
-        return data.build_model(config, generator)
-    return build_model(data.n_features, data.n_classes, config, generator)
 
 
 def run_result(method: Method, config: TrainConfig, heldout, history: list[dict], tracker: BestTracker,

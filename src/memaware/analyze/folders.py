@@ -32,7 +32,7 @@ class RunFolder:
     setting: dict
     items: np.ndarray | None = None  # per example of the data set: its file name or text, where known
     network: str | None = None  # the backbone of a whole network trained on a layout folder
-    stream: Callable[[], object] | None = None  # a network's layout folder streamed for it, to retrain it
+    stream: Callable[[], object] | None = None  # a network run's folder streamed, to retrain (None: data is)
 
     def for_scores(self, scores: tuple[str, ...]) -> "RunFolder":
         """This folder, ready for `scores`: one-line errors for what it cannot give; a network's folder
@@ -57,7 +57,7 @@ class RunFolder:
             if m.config.device.startswith("cuda") and not torch.cuda.is_available():
                 raise MemawareError(f"{m.label} fine-tuned the network on {m.config.device}; retraining it for "
                                     f"{', '.join(retraining)} needs a GPU here")
-        return replace(self, data=self.stream())
+        return self if self.stream is None else replace(self, data=self.stream())
 
 
 def open_run_folder(path, seed: int | None = None, criterion: str | None = None) -> RunFolder:
@@ -87,8 +87,13 @@ def table_items(source: dict) -> np.ndarray | None:
     if path.suffix not in (".csv", ".parquet") or not path.is_file():
         return None
     table = read_table(path)
-    column = next((c for c in ITEM_COLUMNS if c in table.columns), None)
-    return None if column is None else table[column].astype(str).to_numpy()
+    return frame_items(table)
+
+
+def frame_items(frame) -> np.ndarray | None:
+    """The first of a table's columns named path, filename, file, text or item, as strings; else None."""
+    column = next((c for c in ITEM_COLUMNS if c in frame.columns), None)
+    return None if column is None else frame[column].astype(str).to_numpy()
 
 
 def _load_heldout(path: Path) -> HeldOut | None:
@@ -148,8 +153,7 @@ def _network_run_labels(path: Path, results: dict, seed: int):
     a = frame["a"].to_numpy() if "a" in frame.columns else None
     data = Dataset(np.zeros((len(frame), 0), np.float32), frame["y"].to_numpy(), frame["split"].to_numpy(), a,
                    name=Path(results["source"]["data"]).name)
-    column = next((c for c in ITEM_COLUMNS if c in frame.columns), None)
-    return data, None if column is None else frame[column].astype(str).to_numpy()
+    return data, frame_items(frame)
 
 
 def _network_run_stream(path: Path, results: dict, seed: int):
@@ -186,7 +190,7 @@ def _sweep_run(path: Path, criterion: str | None) -> RunFolder:
     setting = {"folder": str(path), "kind": "sweep run", "dataset": spec["dataset"], "seed": config.seed,
                "criterion": criterion, "selected_step": best[criterion]["step"]}
     network = spec["network"]["name"] if spec.get("network") else None
-    return RunFolder("sweep run", data, [method], heldout, setting, items, network, (lambda: data) if network else None)
+    return RunFolder("sweep run", data, [method], heldout, setting, items, network)
 
 
 def _sweep_run_data(spec: dict, config: TrainConfig):

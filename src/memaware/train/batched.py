@@ -281,14 +281,15 @@ class StepCounter:
 class GraphedStep:
     """optimize's step replayed from a CUDA graph (its `wrap_step` on a GPU): the first WARMUP steps run
     as they are (on a side stream, as capture asks), the next one is captured once, and every later step
-    copies its batch into the graph's own batch and replays the graph. A method's state entry that a step
-    replaces is copied back, inside the graph, into the tensor that the graph reads."""
+    replays the graph, which reads its batch from the sampler's chunk on the device at the position the
+    sampler keeps there (`StackSampler.batch_on_device`): a replay is one launch, with no copy. A method's
+    state entry that a step replaces is copied back, inside the graph, into the tensor that the graph reads."""
 
     WARMUP = 3
 
-    def __init__(self, take_step, state: dict[str, torch.Tensor]):
-        self.take_step, self.state = take_step, state
-        self.taken, self.graph, self.batch, self.output = 0, None, None, None
+    def __init__(self, take_step, state: dict[str, torch.Tensor], sampler: "StackSampler"):
+        self.take_step, self.state, self.sampler = take_step, state, sampler
+        self.taken, self.graph, self.output = 0, None, None
         self.stream = torch.cuda.Stream()
 
     def __call__(self, batch: StackBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,19 +301,16 @@ class GraphedStep:
             torch.cuda.current_stream().wait_stream(self.stream)
             return output
         if self.graph is None:
-            self.capture(batch)
-        for mine, given in zip(self.batch.tensors(), batch.tensors()):
-            if given is not None:
-                mine.copy_(given)
+            self.capture()
         self.graph.replay()
         return self.output
 
-    def capture(self, batch: StackBatch) -> None:
-        self.batch = StackBatch(*(None if t is None else t.clone() for t in batch.tensors()))
+    def capture(self) -> None:
+        self.sampler.follow_on_device()
         read = dict(self.state)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.output = self.take_step(self.batch)
+            self.output = self.take_step(self.sampler.batch_on_device())
             for key, value in self.state.items():
                 if value is not read[key]:
                     read[key].copy_(value)
@@ -337,7 +335,10 @@ class StackBatch:
 
 class StackSampler:
     """Each model's own sampler (and its method's draws, from the same generator, in the one-model path's
-    order), drawn ahead a chunk of steps at a time and sent to the device in one transfer per chunk.
+    order), drawn ahead a chunk of steps at a time into buffers on the device (one transfer per chunk and
+    tensor). Each step's StackBatch is a view of its row of the chunk; after `follow_on_device`, the
+    sampler also keeps the position of the step being served in a tensor on the device, so that a CUDA
+    graph can read its batch there (`batch_on_device`) and move the position on itself.
 
     `shared` is True when every model trains on the whole train split each step (no gather needed)."""
 
@@ -347,9 +348,12 @@ class StackSampler:
         self.width = max(self.lengths)
         self.shared = all(isinstance(s, UniformSampler) and s.everything for s in samplers)
         self.noisy = type(methods[0]).draws is not Method.draws
-        self.chunk = max(1, _CHUNK_ENTRIES // (len(samplers) * self.width))
-        self.drawn = 0
-        self.queue: deque[StackBatch] = deque()
+        self.chunk = max(1, min(steps, _CHUNK_ENTRIES // (len(samplers) * self.width)))
+        self.drawn = self.filled = 0
+        self.buffers: StackBatch | None = None
+        self.position: torch.Tensor | None = None  # on the device, once followed: the row being served
+        self.rows: StackBatch | None = None  # the chunk's batches, a row a step
+        self.queue: deque[int] = deque()  # the rows not served yet
 
     def __iter__(self):
         return self
@@ -357,7 +361,8 @@ class StackSampler:
     def __next__(self) -> StackBatch:
         if not self.queue:
             self.fill(min(self.chunk, max(1, self.steps - self.drawn)))
-        return self.queue.popleft()
+        s = self.queue.popleft()
+        return StackBatch(*(None if b is None else b[s] for b in self.rows.tensors()))
 
     def fill(self, n_steps: int) -> None:
         shape = (n_steps, len(self.samplers), self.width)
@@ -374,11 +379,40 @@ class StackSampler:
                 if draws is not None:
                     draws[steps, m, :n] = method.draws(block.numel()).view(block.shape).numpy()
                 step += len(block)
-        self.drawn += n_steps
-        on_device = [None if a is None else torch.from_numpy(a).to(self.device) for a in (idx, weight, draws)]
-        on_device.insert(1, self.y[on_device[0]])
-        for s in range(n_steps):
-            self.queue.append(StackBatch(*(None if a is None else a[s] for a in on_device)))
+        self.drawn, self.filled = self.drawn + n_steps, n_steps
+        host = [torch.from_numpy(a) if a is not None else None for a in (idx, weight, draws)]
+        if torch.device(self.device).type == "cpu":
+            self.rows = StackBatch(host[0], self.y[host[0]], host[1], host[2])
+        else:
+            self.rows = self.rows_on_device(host, n_steps)
+        self.queue.extend(range(n_steps))
+
+    def rows_on_device(self, host: list, n_steps: int) -> StackBatch:
+        """The chunk's first n_steps rows, written from the host arrays (idx, weight, draws) into the
+        buffers that every chunk reuses (a CUDA graph reads them), the position back to the first row."""
+        if self.buffers is None:
+            chunk = (self.chunk, *host[0].shape[1:])
+            self.buffers = StackBatch(*(None if a is None else torch.empty(chunk, dtype=a.dtype, device=self.device)
+                                        for a in (host[0], self.y, host[1], host[2])))
+        rows = StackBatch(*(None if b is None else b[:n_steps] for b in self.buffers.tensors()))
+        for buffer, values in zip((rows.idx, rows.weight, rows.draws), host):
+            if values is not None:
+                buffer.copy_(values)
+        torch.index_select(self.y, 0, rows.idx.reshape(-1), out=rows.y.view(-1))
+        if self.position is not None:
+            self.position.zero_()
+        return rows
+
+    def follow_on_device(self) -> None:
+        """Keep, from now on, the chunk's row of the batch last served in a tensor on the device."""
+        self.position = torch.full((1,), self.filled - len(self.queue) - 1, dtype=torch.long, device=self.device)
+
+    def batch_on_device(self) -> StackBatch:
+        """The batch at the device's position, which moves on by one: for a step captured in a CUDA graph."""
+        batch = StackBatch(*(None if b is None else b.index_select(0, self.position).squeeze(0)
+                             for b in self.buffers.tensors()))
+        self.position.add_(1)
+        return batch
 
 
 def batch_blocks(sampler, n_steps: int) -> Iterator[torch.Tensor]:
@@ -488,7 +522,7 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
     graphed = graphs and torch.device(config.device).type == "cuda"
     optimize(stack, config, sampler, batch_loss, after_step, lead.registry_name,
              optimizer=(optimizer, optimizer.counter), check=watch,
-             wrap_step=(lambda take_step: GraphedStep(take_step, state)) if graphed else None)
+             wrap_step=(lambda take_step: GraphedStep(take_step, state, sampler)) if graphed else None)
     watch.settle()
     outcomes = []
     for m, (method, c, (model, predictor, _)) in enumerate(zip(methods, configs, runs)):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,7 +25,8 @@ from ..data.dataset import SPLITS, Dataset
 from ..errors import MemawareError
 from ..methods.base import Method, UniformSampler
 from .config import TrainConfig
-from .loop import BestTracker, check_finite, evaluate_logits, lr_decay, optimize, prepare, run_result
+from .loop import (BestTracker, check_finite, evaluation_records, evaluation_values, lr_decay, optimize,
+                   prepare, run_result)
 
 SHARED_SETTINGS = ("steps", "device", "optimizer", "lr_schedule", "checkpoint_freq", "arch", "hidden", "bias")
 """Training settings that every run of a stack shares; the others (lr, weight decay, momentum, batch size,
@@ -278,43 +279,64 @@ class StepCounter:
         self.taken.add_(1)
 
 
+def record_cuda_graph(compute: Callable[[], Any]) -> Callable[[], Any]:
+    """`compute()` (returning tensors) captured once in a CUDA graph: a function that replays the graph
+    and returns its outputs, the same tensors at every replay (each replay overwrites them)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = compute()
+
+    def replay():
+        graph.replay()
+        return outputs
+
+    return replay
+
+
+def on_side_stream(stream, compute: Callable[[], Any]) -> Any:
+    """`compute()` on `stream` (CUDA's warm-up before a capture), ordered after and before the current
+    stream's work; on the current stream when `stream` is None."""
+    if stream is None:
+        return compute()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        output = compute()
+    torch.cuda.current_stream().wait_stream(stream)
+    return output
+
+
 class GraphedStep:
-    """optimize's step replayed from a CUDA graph (its `wrap_step` on a GPU): the first WARMUP steps run
-    as they are (on a side stream, as capture asks), the next one is captured once, and every later step
-    replays the graph, which reads its batch from the sampler's chunk on the device at the position the
-    sampler keeps there (`StackSampler.batch_on_device`): a replay is one launch, with no copy. A method's
-    state entry that a step replaces is copied back, inside the graph, into the tensor that the graph reads."""
+    """optimize's step replayed from a recording (its `wrap_step`; `record_cuda_graph` on a GPU): the first
+    WARMUP steps run as they are (on a side stream on a GPU, as capture asks), the next one is recorded
+    once, and every later step replays it. The recorded step reads its batch from the sampler's chunk on
+    the device at the position that the sampler keeps there and moves on (`StackSampler.batch_on_device`):
+    a replay is one launch, with no copy. A method's state entry that a step replaces is copied back,
+    within the step, into the tensor that the next step reads."""
 
     WARMUP = 3
 
-    def __init__(self, take_step, state: dict[str, torch.Tensor], sampler: "StackSampler"):
-        self.take_step, self.state, self.sampler = take_step, state, sampler
-        self.taken, self.graph, self.output = 0, None, None
-        self.stream = torch.cuda.Stream()
+    def __init__(self, take_step, state: dict[str, torch.Tensor], sampler: "StackSampler", record):
+        self.take_step, self.state, self.sampler, self.record = take_step, state, sampler, record
+        self.taken, self.replay = 0, None
+        self.stream = torch.cuda.Stream() if torch.device(sampler.device).type == "cuda" else None
 
     def __call__(self, batch: StackBatch) -> tuple[torch.Tensor, torch.Tensor]:
         self.taken += 1
         if self.taken <= self.WARMUP:
-            self.stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.stream):
-                output = self.take_step(batch)
-            torch.cuda.current_stream().wait_stream(self.stream)
-            return output
-        if self.graph is None:
-            self.capture()
-        self.graph.replay()
-        return self.output
+            return on_side_stream(self.stream, lambda: self.take_step(batch))
+        if self.replay is None:
+            self.sampler.follow_on_device()
+            self.replay = self.record(self.step_on_device)
+        return self.replay()
 
-    def capture(self) -> None:
-        self.sampler.follow_on_device()
+    def step_on_device(self) -> tuple[torch.Tensor, torch.Tensor]:
         read = dict(self.state)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.output = self.take_step(self.sampler.batch_on_device())
-            for key, value in self.state.items():
-                if value is not read[key]:
-                    read[key].copy_(value)
+        output = self.take_step(self.sampler.batch_on_device())
+        for key, value in self.state.items():
+            if value is not read[key]:
+                read[key].copy_(value)
         self.state.update(read)
+        return output
 
 
 @dataclass
@@ -335,15 +357,18 @@ class StackBatch:
 
 class StackSampler:
     """Each model's own sampler (and its method's draws, from the same generator, in the one-model path's
-    order), drawn ahead a chunk of steps at a time into buffers on the device (one transfer per chunk and
-    tensor). Each step's StackBatch is a view of its row of the chunk; after `follow_on_device`, the
-    sampler also keeps the position of the step being served in a tensor on the device, so that a CUDA
-    graph can read its batch there (`batch_on_device`) and move the position on itself.
+    order), drawn ahead a chunk of steps at a time and sent to the device in one transfer per chunk and
+    tensor; each step's StackBatch is a view of its row of the chunk. When `graphed`, the chunks go into
+    buffers that every chunk reuses and, after `follow_on_device`, the sampler keeps the row of the step
+    being served in a tensor on the device, so that a recorded step (a CUDA graph) reads its batch there
+    and moves the position on itself (`batch_on_device`).
 
     `shared` is True when every model trains on the whole train split each step (no gather needed)."""
 
-    def __init__(self, samplers: list, methods: list[Method], y: torch.Tensor, steps: int, device):
+    def __init__(self, samplers: list, methods: list[Method], y: torch.Tensor, steps: int, device,
+                 graphed: bool = False):
         self.samplers, self.methods, self.y, self.steps, self.device = samplers, methods, y, steps, device
+        self.graphed = graphed  # chunks in buffers that every chunk reuses, for a recorded step to read
         self.lengths = [s.batch_size for s in samplers]
         self.width = max(self.lengths)
         self.shared = all(isinstance(s, UniformSampler) and s.everything for s in samplers)
@@ -381,13 +406,14 @@ class StackSampler:
                 step += len(block)
         self.drawn, self.filled = self.drawn + n_steps, n_steps
         host = [torch.from_numpy(a) if a is not None else None for a in (idx, weight, draws)]
-        if torch.device(self.device).type == "cpu":
-            self.rows = StackBatch(host[0], self.y[host[0]], host[1], host[2])
+        if self.graphed:
+            self.rows = self.rows_in_buffers(host, n_steps)
         else:
-            self.rows = self.rows_on_device(host, n_steps)
+            idx, weight, draws = (None if a is None else a.to(self.device) for a in host)
+            self.rows = StackBatch(idx, self.y[idx], weight, draws)
         self.queue.extend(range(n_steps))
 
-    def rows_on_device(self, host: list, n_steps: int) -> StackBatch:
+    def rows_in_buffers(self, host: list, n_steps: int) -> StackBatch:
         """The chunk's first n_steps rows, written from the host arrays (idx, weight, draws) into the
         buffers that every chunk reuses (a CUDA graph reads them), the position back to the first row."""
         if self.buffers is None:
@@ -480,10 +506,11 @@ class Stack:
 
 def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig], heldout=None,
                 modules: list[nn.Module | None] | None = None, evaluate_splits: bool = True,
-                graphs: bool = True) -> Stack:
+                graphs: bool | Callable = True) -> Stack:
     """Train one run per (method, config) together; every method of one class, every config sharing
     SHARED_SETTINGS. `modules` are the runs' own models (default: those the configs name). On a GPU the
-    training steps replay a CUDA graph unless `graphs` is False."""
+    training steps and the evaluations replay CUDA graphs unless `graphs` is False; a function in their
+    place records them on any device (`record_cuda_graph`'s interface; tests emulate graphs with it)."""
     check_stackable(methods, configs)
     config, n_models = configs[0], len(configs)
     splits = {s: data.get(s, config.device) for s in SPLITS}
@@ -497,13 +524,16 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
     members = [towers(model) for model, _, _ in runs]
     if any(m is None for m in members):
         raise NotStackable("the batched engine stacks Linear and ReLU layers only")
+    record = graphs if callable(graphs) else (
+        record_cuda_graph if graphs and torch.device(config.device).type == "cuda" else None)
     stack = StackedModels(members).to(config.device)
     state = stack_states([m.stack_state() for m in methods])
     optimizer = StackedOptimizer(stack.parameters(), configs)
-    sampler = StackSampler([s for _, _, s in runs], methods, train.y, config.steps, config.device)
+    sampler = StackSampler([s for _, _, s in runs], methods, train.y, config.steps, config.device,
+                           graphed=record is not None)
     x, lead, watch = train.x.reshape(len(train), -1), methods[0], FailureWatch()
     histories, trackers = [[] for _ in runs], [BestTracker() for _ in runs]
-    inferred = None if heldout is None else heldout.inferred
+    evaluation = StackEvaluation(stack, splits, None if heldout is None else heldout.inferred, record)
 
     def batch_loss(batch):
         """The runs' losses, and the method's update of its state (which the loss's gradient does not read)."""
@@ -517,12 +547,11 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
         if evaluate_splits and (step == config.steps - 1 or (config.checkpoint_freq and
                                                              step % config.checkpoint_freq == 0)):
             watch.settle()
-            evaluate_stack(stack, splits, inferred, step, loss, members, runs, histories, trackers, watch.failed)
+            offer_records(evaluation(), stack, step, loss, members, runs, histories, trackers, watch.failed)
 
-    graphed = graphs and torch.device(config.device).type == "cuda"
     optimize(stack, config, sampler, batch_loss, after_step, lead.registry_name,
              optimizer=(optimizer, optimizer.counter), check=watch,
-             wrap_step=(lambda take_step: GraphedStep(take_step, state, sampler)) if graphed else None)
+             wrap_step=(lambda take_step: GraphedStep(take_step, state, sampler, record)) if record else None)
     watch.settle()
     outcomes = []
     for m, (method, c, (model, predictor, _)) in enumerate(zip(methods, configs, runs)):
@@ -532,13 +561,35 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
     return Stack(stack, outcomes)
 
 
-def evaluate_stack(stack: StackedModels, splits, inferred, step, loss, members, runs, histories, trackers,
-                   failed) -> None:
-    """Every live model's evaluation record at `step`, as `evaluate` makes it: the logits of all models
-    on each split at once, their metrics computed for all models on the device (memaware.train.loop.
-    evaluate_logits)."""
-    logits = {s: stack.predict(split.x.reshape(len(split), -1))[:, 0] for s, split in splits.items()}
-    records = evaluate_logits(logits, splits, inferred)
+class StackEvaluation:
+    """Every model's evaluation record, as `evaluate` makes it: the logits of all models on each split at
+    once, their metrics computed for all models on the device (memaware.train.loop.evaluation_values) and
+    brought to the host in one transfer per dtype. With `record` (CUDA graphs on a GPU), that work on the
+    device is recorded at the second evaluation and replayed at every later one."""
+
+    def __init__(self, stack: StackedModels, splits: dict, inferred: dict | None, record=None):
+        device = next(stack.parameters()).device
+        self.stack, self.splits, self.record = stack, splits, record
+        self.inferred = {name: groups.to(device) for name, groups in (inferred or {}).items()}
+        self.calls, self.replay = 0, None
+        self.stream = torch.cuda.Stream() if record is not None and device.type == "cuda" else None
+
+    def values(self) -> dict:
+        logits = {s: self.stack.predict(split.x.reshape(len(split), -1))[:, 0] for s, split in self.splits.items()}
+        return evaluation_values(logits, self.splits, self.inferred)
+
+    def __call__(self) -> list[dict]:
+        self.calls += 1
+        if self.record is None or self.calls == 1:
+            return evaluation_records(on_side_stream(self.stream, self.values), self.splits)
+        if self.replay is None:
+            self.replay = self.record(self.values)
+        return evaluation_records(self.replay(), self.splits)
+
+
+def offer_records(records: list[dict], stack: StackedModels, step, loss, members, runs, histories, trackers,
+                  failed) -> None:
+    """Each live model's record at `step` into its history and its best-record tracker."""
     losses = loss.cpu().tolist()
     for m, (_, predictor, _) in enumerate(runs):
         if m in failed:

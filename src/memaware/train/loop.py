@@ -114,11 +114,23 @@ def evaluate_logits(logits: dict[str, torch.Tensor], splits: dict[str, Split],
                     inferred: dict[str, torch.Tensor] | None = None) -> list[dict]:
     """`evaluate`'s record of each of M models from their logits (M, n, K) on each split, computed for
     all models at once and brought to the host in one transfer per dtype."""
+    return evaluation_records(evaluation_values(logits, splits, inferred), splits)
+
+
+def evaluation_values(logits: dict[str, torch.Tensor], splits: dict[str, Split],
+                      inferred: dict[str, torch.Tensor] | None = None) -> dict[tuple[str, str], torch.Tensor]:
+    """Every figure of every split (metrics.split_values) for M models, keyed (split, figure), on the
+    logits' device, with the leading model dimension."""
     inferred = inferred or {}
-    values = to_host({(name, key): value for name, s in splits.items()
-                      for key, value in split_values(logits[name], s, inferred.get(name)).items()})
+    return {(name, key): value for name, s in splits.items()
+            for key, value in split_values(logits[name], s, inferred.get(name)).items()}
+
+
+def evaluation_records(values: dict[tuple[str, str], torch.Tensor], splits: dict[str, Split]) -> list[dict]:
+    """Each model's evaluation record from `evaluation_values`' figures (moved to the host at once)."""
+    values = to_host(values)
     per_split = {name: {key: v for (n, key), v in values.items() if n == name} for name in splits}
-    n_models = len(next(iter(logits.values())))
+    n_models = len(next(iter(values.values())))
     return [{name: split_record(per_split[name], s, m) for name, s in splits.items()} for m in range(n_models)]
 
 

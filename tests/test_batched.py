@@ -115,6 +115,28 @@ def test_runs_of_one_batch_size_match_the_one_model_path(problems, key):
         assert all(torch.equal(single.inferred[s], batched.inferred[s]) for s in single.inferred)
 
 
+@pytest.mark.parametrize("key", PROBLEMS)
+def test_batches_padded_beyond_every_runs_own_rows_match_the_one_model_path(problems, key, monkeypatch):
+    """On a GPU a narrow stack's batches get rows of weight 0 (batch_rows): methods and XRM's flips ignore them."""
+    monkeypatch.setattr(batched, "batch_rows", lambda stack, device: 64)
+    data, base, heldout = problems[key]
+    runs = configs(base)
+    for name in ("erm", "mat", "groupdro", "xrm+groupdro", "jtt"):
+        for single, stacked in zip([fit(data, create(name), c, heldout=heldout) for c in runs],
+                                   fit_many(data, [create(name) for _ in runs], runs, heldout)):
+            assert_same_run(single, stacked)
+    runs = [base.model_copy(update={"steps": 30, "batch_size": b, "seed": s}) for s, b in enumerate((16, 40))]
+    for single, stacked in zip([xrm(data, c) for c in runs], xrm_many(data, runs)):
+        assert single.flip_rate == stacked.flip_rate
+        assert all(torch.equal(single.inferred[s], stacked.inferred[s]) for s in single.inferred)
+
+
+def test_a_gpu_pads_narrow_products_only():
+    stack = batched.StackedModels([[[torch.nn.Linear(20, 2)]] for _ in range(10)])
+    assert batched.batch_rows(stack, "cpu") == 1
+    assert batched.batch_rows(stack, "cuda") * 10 * 2 >= batched.NARROW_PRODUCT > (batched.batch_rows(stack, "cuda") - 1) * 20
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_adam_and_adamw_with_their_own_settings_match_torch_optim(problems, optimizer):
     data, base, heldout = problems["multiclass3-mlp"]

@@ -20,6 +20,26 @@ def test_groups_and_splits():
     assert ds.group_sizes()["val"] == {"0,0": 1, "0,1": 1, "1,0": 1}
 
 
+@pytest.mark.parametrize("order", ["blocks", "interleaved"])
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_split_is_its_own_copy_of_the_rows_of_its_name(order, device):
+    """Splits in blocks of rows and interleaved give the same rows; on the host a split is a copy (training
+    code may change it in place), and on another device (meta stands for any) it has the split's shape."""
+    data = arrays()
+    if order == "interleaved":
+        data["split"] = np.array(["train", "val", "test"] * 4)
+    ds = Dataset(**data)
+    x = ds.x.copy()
+    for name in ("train", "val", "test"):
+        split, rows = ds.get(name, device), np.flatnonzero(data["split"] == name)
+        assert split.x.device.type == device and split.x.shape == (len(rows), 3) and len(split.a) == len(rows)
+        if device == "cpu":
+            assert np.array_equal(split.x.numpy(), x[rows]) and split.y.tolist() == data["y"][rows].tolist()
+            assert split.a.tolist() == data["a"][rows].tolist() and split.index.tolist() == rows.tolist()
+            split.x.zero_()
+            assert np.array_equal(ds.x, x)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(x=np.where(np.eye(12, 3) > 0, np.nan, d["x"])), "NaN or infinite values \\(row 0, feature 0\\)"),
     (lambda d: d.update(x=np.full((12, 3), np.inf)), "NaN or infinite"),

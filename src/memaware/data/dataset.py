@@ -109,13 +109,14 @@ class Dataset:
         return self.split == name
 
     def get(self, name: str, device="cpu") -> Split:
-        """The split `name` as tensors on `device`."""
-        m = self.mask(name)
-        idx = np.flatnonzero(m)
-        a = None if self.a is None else torch.as_tensor(self.a[m])
-        attributes = None if self.attributes is None else torch.as_tensor(self.attributes[m])
-        return Split(torch.as_tensor(self.x[m]), torch.as_tensor(self.y[m]), a, torch.as_tensor(idx),
-                     self.n_classes, self.n_attrs, attributes, tuple(self.attribute_names)).to(device)
+        """The split `name` as tensors on `device` (its own copies: on another device, a split that is one
+        block of rows is sent from the data set's arrays, without a copy on the host first)."""
+        idx = np.flatnonzero(self.mask(name))
+        own = torch.device(device).type == "cpu" or len(idx) == 0 or idx[-1] - idx[0] + 1 != len(idx)
+        rows = idx if own else slice(int(idx[0]), int(idx[-1]) + 1)
+        take = lambda array: None if array is None else torch.as_tensor(array[rows])  # noqa: E731
+        return Split(take(self.x), take(self.y), take(self.a), torch.as_tensor(idx), self.n_classes, self.n_attrs,
+                     take(self.attributes), tuple(self.attribute_names)).to(device)
 
     def standardization(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, scale) of each flattened feature on the train split; constant features get scale 1."""

@@ -34,6 +34,10 @@ seed, head initialisation) are each run's own."""
 MAX_STACK = 256  # runs per stack: bounds the memory of the gathered batches (runs x batch x features)
 _CHUNK_ENTRIES = 1 << 22  # example positions drawn ahead per transfer to the device
 _EVAL_ENTRIES = 1 << 25  # activations per chunk of a stacked evaluation
+NARROW_PRODUCT = 1280
+"""On a GPU, a first-layer product of fewer outputs than this (models x the layer's width x batch rows)
+gets a slow kernel from cuBLAS (on an H100 with CUDA 13, about 50 us for a step's product and gradient
+against 18 us just above it): the engine pads such batches with rows of weight 0 up to this size."""
 
 
 class NotStackable(MemawareError):
@@ -120,10 +124,9 @@ class StackedModels(nn.Module):
             h = (w0.reshape(-1, x.shape[1]) @ x.T).view(m, -1, len(x)).transpose(1, 2)
         elif rows is not None and min(lengths) < idx.shape[1]:
             h = OwnRows.apply(rows, lengths, w0)
-        elif rows is not None:  # no padding: one batched product, in the faster order on a CPU
+        else:  # one batched product, in the order that is faster on a CPU (no padding) and on an H100
+            rows = rows if rows is not None else x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)
             h = torch.bmm(w0, rows.transpose(1, 2)).transpose(1, 2)
-        else:
-            h = torch.bmm(x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1), w0.transpose(1, 2))
         if self.has_bias:
             h = h + self.biases[0]
         b = h.shape[1]
@@ -366,11 +369,11 @@ class StackSampler:
     `shared` is True when every model trains on the whole train split each step (no gather needed)."""
 
     def __init__(self, samplers: list, methods: list[Method], y: torch.Tensor, steps: int, device,
-                 graphed: bool = False):
+                 graphed: bool = False, min_width: int = 1):
         self.samplers, self.methods, self.y, self.steps, self.device = samplers, methods, y, steps, device
         self.graphed = graphed  # chunks in buffers that every chunk reuses, for a recorded step to read
         self.lengths = [s.batch_size for s in samplers]
-        self.width = max(self.lengths)
+        self.width = max(*self.lengths, min_width)  # rows of a step's batch; each model's own come first
         self.shared = all(isinstance(s, UniformSampler) and s.everything for s in samplers)
         self.noisy = type(methods[0]).draws is not Method.draws
         self.chunk = max(1, min(steps, _CHUNK_ENTRIES // (len(samplers) * self.width)))
@@ -439,6 +442,14 @@ class StackSampler:
                              for b in self.buffers.tensors()))
         self.position.add_(1)
         return batch
+
+
+def batch_rows(stack: StackedModels, device) -> int:
+    """The fewest rows of a step's batch: on a GPU, enough for a first-layer product of NARROW_PRODUCT
+    outputs."""
+    if torch.device(device).type != "cuda":
+        return 1
+    return -(-NARROW_PRODUCT // (stack.n_models * stack.weights[0].shape[1]))
 
 
 def batch_blocks(sampler, n_steps: int) -> Iterator[torch.Tensor]:
@@ -530,7 +541,7 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
     state = stack_states([m.stack_state() for m in methods])
     optimizer = StackedOptimizer(stack.parameters(), configs)
     sampler = StackSampler([s for _, _, s in runs], methods, train.y, config.steps, config.device,
-                           graphed=record is not None)
+                           graphed=record is not None, min_width=batch_rows(stack, config.device))
     x, lead, watch = train.x.reshape(len(train), -1), methods[0], FailureWatch()
     histories, trackers = [[] for _ in runs], [BestTracker() for _ in runs]
     evaluation = StackEvaluation(stack, splits, None if heldout is None else heldout.inferred, record)

@@ -284,10 +284,18 @@ class StepCounter:
 
 def record_cuda_graph(compute: Callable[[], Any]) -> Callable[[], Any]:
     """`compute()` (returning tensors) captured once in a CUDA graph: a function that replays the graph
-    and returns its outputs, the same tensors at every replay (each replay overwrites them)."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = compute()
+    and returns its outputs, the same tensors at every replay (each replay overwrites them). Captured on a
+    side stream without `torch.cuda.graph`'s emptying of the memory caches (each capture would then
+    allocate its memory anew from the driver)."""
+    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        graph.capture_begin()
+        try:
+            outputs = compute()
+        finally:
+            graph.capture_end()
+    torch.cuda.current_stream().wait_stream(stream)
 
     def replay():
         graph.replay()
@@ -358,6 +366,10 @@ class StackBatch:
         return self.idx, self.y, self.weight, self.draws
 
 
+ON_DEVICE = StackBatch(None, None, None, None)
+"""What a StackSampler serves once followed on the device: the recorded step reads the batch there."""
+
+
 class StackSampler:
     """Each model's own sampler (and its method's draws, from the same generator, in the one-model path's
     order), drawn ahead a chunk of steps at a time and sent to the device in one transfer per chunk and
@@ -390,6 +402,8 @@ class StackSampler:
         if not self.queue:
             self.fill(min(self.chunk, max(1, self.steps - self.drawn)))
         s = self.queue.popleft()
+        if self.position is not None:  # the step reads its batch at the position on the device
+            return ON_DEVICE
         return StackBatch(*(None if b is None else b[s] for b in self.rows.tensors()))
 
     def fill(self, n_steps: int) -> None:

@@ -284,18 +284,10 @@ class StepCounter:
 
 def record_cuda_graph(compute: Callable[[], Any]) -> Callable[[], Any]:
     """`compute()` (returning tensors) captured once in a CUDA graph: a function that replays the graph
-    and returns its outputs, the same tensors at every replay (each replay overwrites them). Captured on a
-    side stream without `torch.cuda.graph`'s emptying of the memory caches (each capture would then
-    allocate its memory anew from the driver)."""
-    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        graph.capture_begin()
-        try:
-            outputs = compute()
-        finally:
-            graph.capture_end()
-    torch.cuda.current_stream().wait_stream(stream)
+    and returns its outputs, the same tensors at every replay (each replay overwrites them)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = compute()
 
     def replay():
         graph.replay()

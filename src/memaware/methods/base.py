@@ -43,7 +43,8 @@ class UniformSampler:
         self.batch_size = len(self.pool) if batch_size is None else min(batch_size, len(self.pool))
         self.generator = generator
         self._order, self._pos = None, 0
-        self.everything = pool is None and self.batch_size == n  # every batch is all examples, in order
+        self.every_example = pool is None  # the pool is 0..n-1: a pass's order is the permutation itself
+        self.everything = self.every_example and self.batch_size == n  # every batch is all examples, in order
 
     def __next__(self) -> torch.Tensor:
         if self.batch_size == len(self.pool):
@@ -71,8 +72,8 @@ class UniformSampler:
     def _make_room(self) -> None:
         """A new shuffled pass when the current one has no batch left."""
         if self._order is None or self._pos + self.batch_size > len(self._order):
-            self._order = self.pool[torch.randperm(len(self.pool), generator=self.generator)]
-            self._pos = 0
+            order = torch.randperm(len(self.pool), generator=self.generator)
+            self._order, self._pos = (order if self.every_example else self.pool[order]), 0
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Where the sampler stands (its generator, the current pass's order and position), for resuming."""

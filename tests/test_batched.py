@@ -51,6 +51,9 @@ def assert_same_run(single, batched):
         assert_close(a, b)
     for (ka, va), (kb, vb) in zip(single.model.state_dict().items(), batched.model.state_dict().items()):
         assert ka == kb and torch.allclose(va, vb, atol=1e-4)
+    for criterion, state in single.best_states.items():  # the weights of each selected step
+        assert state.keys() == batched.best_states[criterion].keys()
+        assert all(torch.allclose(v, batched.best_states[criterion][k], atol=1e-4) for k, v in state.items())
 
 
 def assert_close(a, b, path="record"):

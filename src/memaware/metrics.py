@@ -212,17 +212,27 @@ def split_record(values: dict[str, torch.Tensor], split, model: int) -> dict:
     return {**out, **{k: float(own[k]) for k in ("auroc", "ece", "worst_group_ece") if k in own}}
 
 
-def to_host(values: dict) -> dict:
-    """The tensors of `values` on the CPU, moved in one transfer per dtype."""
-    if all(v.device.type == "cpu" for v in values.values()):
+def to_host(values: dict, wait: bool = True) -> dict:
+    """The tensors of `values` on the CPU, moved in one transfer per dtype. Without `wait`, copies (also of
+    values already on the CPU) that a GPU writes without the host waiting for it (`host_copy`)."""
+    if wait and all(v.device.type == "cpu" for v in values.values()):
         return values
     out = {}
     for dtype in {v.dtype for v in values.values()}:
         keys = [k for k, v in values.items() if v.dtype == dtype]
-        flat = torch.cat([values[k].reshape(-1) for k in keys]).cpu()
+        flat = torch.cat([values[k].reshape(-1) for k in keys])
+        flat = flat.cpu() if wait else host_copy(flat)
         for k, part in zip(keys, flat.split([values[k].numel() for k in keys])):
             out[k] = part.view(values[k].shape)
     return out
+
+
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of `tensor` on the CPU. From a GPU, a copy into pinned memory that the host does not wait
+    for: read it only once the device has passed this point (an event recorded after it, say)."""
+    if tensor.device.type != "cuda":
+        return tensor.clone()
+    return torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor, non_blocking=True)
 
 
 def bootstrap_ci(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..data.dataset import SPLITS, Dataset
 from ..errors import MemawareError
+from ..metrics import host_copy, to_host
 from ..methods.base import Method, UniformSampler
 from .config import TrainConfig
 from .loop import (BestTracker, check_finite, evaluation_records, evaluation_values, lr_decay, optimize,
@@ -173,19 +174,26 @@ class StackedModels(nn.Module):
         return h
 
     @torch.no_grad()
-    def write(self, m: int, member: list[list[nn.Linear]]) -> None:
-        """Copy model m's weights into its own module's Linear layers."""
+    def write(self, m: int, member: list[list[nn.Linear]], snapshot: list[torch.Tensor] | None = None) -> None:
+        """Copy model m's weights (from `snapshot`, a copy of the stack's parameters, if given) into its own
+        module's Linear layers."""
+        params = list(self.parameters()) if snapshot is None else snapshot
+        weights, biases = params[:len(self.weights)], params[len(self.weights):]
         for t, layers in enumerate(member):
             for i, layer in enumerate(layers):
                 if i == 0:
                     cols = slice(t * layer.out_features, (t + 1) * layer.out_features)
-                    layer.weight.copy_(self.weights[0][m, cols])
+                    layer.weight.copy_(weights[0][m, cols])
                     if self.has_bias:
-                        layer.bias.copy_(self.biases[0][m, 0, cols])
+                        layer.bias.copy_(biases[0][m, 0, cols])
                 else:
-                    layer.weight.copy_(self.weights[i][m * self.n_towers + t].T)
+                    layer.weight.copy_(weights[i][m * self.n_towers + t].T)
                     if self.has_bias:
-                        layer.bias.copy_(self.biases[i][m * self.n_towers + t, 0])
+                        layer.bias.copy_(biases[i][m * self.n_towers + t, 0])
+
+    def snapshot(self) -> list[torch.Tensor]:
+        """A copy of the stack's parameters (on their device, without waiting), for `write`."""
+        return [p.detach().clone() for p in self.parameters()]
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -467,41 +475,44 @@ def batch_blocks(sampler, n_steps: int) -> Iterator[torch.Tensor]:
 
 
 class FailureWatch:
-    """optimize's finiteness check for a stack: keeps each checked loss vector on the device and, when
-    settled (at evaluations and at the end), fails each model whose loss was not finite, with the message
-    the one-model path raises."""
+    """optimize's finiteness check for a stack: keeps a copy of each checked loss vector on the host (made
+    without waiting for the device) and, when settled (as each checkpoint is offered, and at the end),
+    fails each model whose loss was not finite, with the message the one-model path raises."""
 
     def __init__(self):
         self.pending: list[tuple[int, torch.Tensor]] = []
         self.failed: dict[int, MemawareError] = {}
-        self.name = "training"
+        self.name, self.on_gpu = "training", False
 
     def __call__(self, loss: torch.Tensor, name: str, step: int) -> None:
-        self.name = name
-        self.pending.append((step, loss.clone()))  # a graph's replay writes its next loss where this one is
+        self.name, self.on_gpu = name, loss.device.type == "cuda"
+        self.pending.append((step, host_copy(loss)))  # a graph's replay writes its next loss where this one is
 
-    def settle(self) -> None:
-        if not self.pending:
-            return
-        losses = torch.stack([loss for _, loss in self.pending]).cpu()
-        for (step, _), row in zip(self.pending, losses):
+    def settle(self, upto: int | None = None) -> None:
+        """Check the losses of the steps up to `upto` (the host has waited for the device up to there), or
+        of every step checked (waiting for the device)."""
+        if upto is None and self.on_gpu:
+            torch.cuda.current_stream().synchronize()
+        ready = [(step, loss) for step, loss in self.pending if upto is None or step <= upto]
+        self.pending = self.pending[len(ready):]
+        for step, row in ready:
             for m in torch.nonzero(~torch.isfinite(row)).squeeze(1).tolist():
                 if m not in self.failed:
                     try:
                         check_finite(row[m], self.name, step)
                     except MemawareError as err:
                         self.failed[m] = err
-        self.pending.clear()
 
 
 class _Weights:
-    """Model m's weights as a state dict, written into its own module only when asked for."""
+    """Model m's weights (in a snapshot of the stack's) as a state dict, written into its own module only
+    when asked for."""
 
-    def __init__(self, stack: StackedModels, m: int, member, module: nn.Module):
-        self.stack, self.m, self.member, self.module = stack, m, member, module
+    def __init__(self, stack: StackedModels, m: int, member, module: nn.Module, snapshot: list[torch.Tensor]):
+        self.stack, self.m, self.member, self.module, self.snapshot = stack, m, member, module, snapshot
 
     def state_dict(self):
-        self.stack.write(self.m, self.member)
+        self.stack.write(self.m, self.member, self.snapshot)
         return self.module.state_dict()
 
 
@@ -560,15 +571,26 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
         lead.batched_update(state, logits.detach(), batch.y, batch.idx, batch.weight, batch.draws)
         return loss, logits
 
+    pending: deque[Checkpoint] = deque()
+
+    def offer(checkpoint: Checkpoint) -> None:
+        checkpoint.wait()
+        watch.settle(upto=checkpoint.step)
+        offer_records(checkpoint, splits, stack, members, runs, histories, trackers, watch.failed)
+
     def after_step(step, batch, logits, loss):
+        """At a checkpoint, the evaluation set going on the device, and the one before offered meanwhile."""
         if evaluate_splits and (step == config.steps - 1 or (config.checkpoint_freq and
                                                              step % config.checkpoint_freq == 0)):
-            watch.settle()
-            offer_records(evaluation(), stack, step, loss, members, runs, histories, trackers, watch.failed)
+            pending.append(Checkpoint(step, evaluation(), loss, stack))
+            while len(pending) > 1:
+                offer(pending.popleft())
 
     optimize(stack, config, sampler, batch_loss, after_step, lead.registry_name,
              optimizer=(optimizer, optimizer.counter), check=watch,
              wrap_step=(lambda take_step: GraphedStep(take_step, state, sampler, record)) if record else None)
+    while pending:
+        offer(pending.popleft())
     watch.settle()
     outcomes = []
     for m, (method, c, (model, predictor, _)) in enumerate(zip(methods, configs, runs)):
@@ -595,25 +617,43 @@ class StackEvaluation:
         logits = {s: self.stack.predict(split.x.reshape(len(split), -1))[:, 0] for s, split in self.splits.items()}
         return evaluation_values(logits, self.splits, self.inferred)
 
-    def __call__(self) -> list[dict]:
+    def __call__(self) -> dict:
+        """The figures (evaluation_values), on the device."""
         self.calls += 1
         if self.record is None or self.calls == 1:
-            return evaluation_records(on_side_stream(self.stream, self.values), self.splits)
+            return on_side_stream(self.stream, self.values)
         if self.replay is None:
             self.replay = self.record(self.values)
-        return evaluation_records(self.replay(), self.splits)
+        return self.replay()
 
 
-def offer_records(records: list[dict], stack: StackedModels, step, loss, members, runs, histories, trackers,
+class Checkpoint:
+    """A stack's evaluation at `step` on its way to the host: its figures and the losses copied without
+    the host waiting (so that the device goes on with the next steps while the host makes the records of
+    the checkpoint before), and the weights as they were then (a copy on the device)."""
+
+    def __init__(self, step: int, values: dict, loss: torch.Tensor, stack: StackedModels):
+        self.step, self.snapshot = step, stack.snapshot()
+        self.values, self.loss = to_host(values, wait=False), host_copy(loss)
+        self.done = torch.cuda.Event() if loss.device.type == "cuda" else None
+        if self.done is not None:
+            self.done.record()
+
+    def wait(self) -> None:
+        if self.done is not None:
+            self.done.synchronize()
+
+
+def offer_records(checkpoint: Checkpoint, splits: dict, stack: StackedModels, members, runs, histories, trackers,
                   failed) -> None:
-    """Each live model's record at `step` into its history and its best-record tracker."""
-    losses = loss.cpu().tolist()
+    """Each live model's record at the checkpoint into its history and its best-record tracker."""
+    records, losses = evaluation_records(checkpoint.values, splits), checkpoint.loss.tolist()
     for m, (_, predictor, _) in enumerate(runs):
         if m in failed:
             continue
-        record = {"step": step, "loss": losses[m], **records[m]}
+        record = {"step": checkpoint.step, "loss": losses[m], **records[m]}
         histories[m].append(record)
-        trackers[m].offer(record, _Weights(stack, m, members[m], predictor))
+        trackers[m].offer(record, _Weights(stack, m, members[m], predictor, checkpoint.snapshot))
 
 
 def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

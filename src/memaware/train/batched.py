@@ -601,10 +601,10 @@ def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig]
 
 
 class StackEvaluation:
-    """Every model's evaluation record, as `evaluate` makes it: the logits of all models on each split at
-    once, their metrics computed for all models on the device (memaware.train.loop.evaluation_values) and
-    brought to the host in one transfer per dtype. With `record` (CUDA graphs on a GPU), that work on the
-    device is recorded at the second evaluation and replayed at every later one."""
+    """Every model's figures at a checkpoint, those of `evaluate`'s record: the logits of all models on
+    each split at once, their metrics computed for all models on the device (memaware.train.loop.
+    evaluation_values; a Checkpoint takes them to the host). With `record` (CUDA graphs on a GPU), that
+    work is recorded at the second checkpoint and replayed at every later one."""
 
     def __init__(self, stack: StackedModels, splits: dict, inferred: dict | None, record=None):
         device = next(stack.parameters()).device

@@ -208,6 +208,16 @@ def test_the_sweep_gives_the_same_results_with_either_engine(tmp_path, capsys):
                 {k: v for k, v in rb.items() if k != "key"}, abs=1e-4)
 
 
+def test_a_sweep_keeps_one_data_sets_splits_on_the_device_from_stack_to_stack():
+    from memaware.sweep.runner import DataCache
+
+    cache, small, other = DataCache(), {"n": 200, "d": 30}, {"n": 100, "d": 30}
+    first = cache.splits("figure1", small, "cpu")
+    assert cache.splits("figure1", small, "cpu") is first and len(first["train"]) == 200
+    assert len(cache.splits("figure1", other, "cpu")["train"]) == 100
+    assert cache.splits("figure1", small, "cpu") is not first  # one data set's splits at a time
+
+
 def test_a_bad_engine_is_one_line_naming_the_setting(tmp_path):
     with pytest.raises(MemawareError, match="train: engine must be one of batched, single, got 'fast'"):
         load_experiment(TINY, ["train.engine=fast"])

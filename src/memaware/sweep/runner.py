@@ -100,6 +100,7 @@ class DataCache:
 
     def __init__(self):
         self._loaded: dict[tuple[str, str], Any] = {}
+        self._on_device: tuple[tuple | None, dict | None] = (None, None)
 
     def __call__(self, name: str, args: dict, network: dict | None = None):
         from ..data.registry import load_dataset
@@ -109,6 +110,18 @@ class DataCache:
         if key not in self._loaded:
             self._loaded[key] = load_dataset(name, **args) if recipe is None else streamed(name, args, recipe)
         return self._loaded[key]
+
+    def splits(self, name: str, args: dict, device) -> dict:
+        """The splits of the data set `name` (features) on `device`, kept for the next stack of the same
+        data set: one data set's at a time, so that a sweep over several holds one on the device."""
+        from ..data.dataset import SPLITS
+
+        key = (name, json.dumps(args, sort_keys=True), str(device))
+        if self._on_device[0] != key:
+            self._on_device = (None, None)  # the previous data set's splits freed before the next are sent
+            loaded = self(name, args)
+            self._on_device = (key, {s: loaded.get(s, device) for s in SPLITS})
+        return self._on_device[1]
 
 
 def streamed(layout: str, args: dict, recipe: dict):
@@ -193,8 +206,8 @@ def execute_stack(specs: list, folder_of, train, save, read, data: DataCache | N
                   reuse_other_versions: bool, one) -> list[dict]:
     """Specifications that the batched engine trains together, `train(data, specs, configs)`: all of them
     when any is unfinished (so that a resumed sweep computes what an uninterrupted one does), each
-    unfinished one saved with `save`; `read`'s results in order. Runs that cannot stack (see
-    NotStackable) run one by one through `one`."""
+    unfinished one saved with `save`; `read`'s results in order. `train(data set, its splits on the
+    device, specs, configs)`. Runs that cannot stack (see NotStackable) run one by one through `one`."""
     from ..train import TrainConfig
     from ..train.batched import NotStackable
 
@@ -203,8 +216,9 @@ def execute_stack(specs: list, folder_of, train, save, read, data: DataCache | N
         for key in todo:
             store.fresh(folder_of(key))
         configs = [TrainConfig(**s.train) for s in specs]
+        data, name, args = data or DataCache(), specs[0].dataset, specs[0].dataset_args
         try:
-            outcomes = train((data or DataCache())(specs[0].dataset, specs[0].dataset_args), specs, configs)
+            outcomes = train(data(name, args), data.splits(name, args, configs[0].device), specs, configs)
         except NotStackable as err:
             print(f"batched engine: {specs[0].dataset} trains one run at a time ({err})", file=sys.stderr)
             return [one(spec) for spec in specs]
@@ -222,7 +236,8 @@ def execute_phase1_stack(specs: list[Phase1Spec], root: Path, data: DataCache | 
 
     if distributed is not None:
         return distributed.from_main(lambda: execute_phase1_stack(specs, root, data, reuse_other_versions))
-    return execute_stack(specs, functools.partial(phase1_dir, root), lambda d, _, configs: xrm_many(d, configs),
+    return execute_stack(specs, functools.partial(phase1_dir, root),
+                         lambda d, splits, _, configs: xrm_many(d, configs, splits),
                          save_phase1, functools.partial(read_phase1, root=root), data, reuse_other_versions,
                          functools.partial(execute_phase1, root=root, data=data,
                                            reuse_other_versions=reuse_other_versions))
@@ -280,9 +295,9 @@ def execute_run_stack(specs: list[RunSpec], root: Path, data: DataCache | None =
 
     if distributed is not None:
         return distributed.from_main(lambda: execute_run_stack(specs, root, data, reuse_other_versions))
-    def train(data, specs, configs):
+    def train(data, splits, specs, configs):
         methods = [create(s.method, **s.hparams) for s in specs]
-        return fit_many(data, methods, configs, load_heldout(root, specs[0].phase1))
+        return fit_many(data, methods, configs, load_heldout(root, specs[0].phase1), splits)
 
     return execute_stack(specs, functools.partial(run_dir, root), train, save_run,
                          functools.partial(read_run, root=root), data, reuse_other_versions,

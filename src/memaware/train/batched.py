@@ -534,14 +534,15 @@ class Stack:
 
 def train_stack(data: Dataset, methods: list[Method], configs: list[TrainConfig], heldout=None,
                 modules: list[nn.Module | None] | None = None, evaluate_splits: bool = True,
-                graphs: bool | Callable = True) -> Stack:
+                graphs: bool | Callable = True, splits: dict | None = None) -> Stack:
     """Train one run per (method, config) together; every method of one class, every config sharing
     SHARED_SETTINGS. `modules` are the runs' own models (default: those the configs name). On a GPU the
     training steps and the evaluations replay CUDA graphs unless `graphs` is False; a function in their
-    place records them on any device (`record_cuda_graph`'s interface; tests emulate graphs with it)."""
+    place records them on any device (`record_cuda_graph`'s interface; tests emulate graphs with it).
+    `splits`: `data`'s splits already on the configs' device (a sweep keeps them from stack to stack)."""
     check_stackable(methods, configs)
     config, n_models = configs[0], len(configs)
-    splits = {s: data.get(s, config.device) for s in SPLITS}
+    splits = splits or device_splits(data, config.device)
     train = splits["train"]
     if not isinstance(train.x, torch.Tensor):
         raise NotStackable("the batched engine trains on in-memory features only")
@@ -666,24 +667,28 @@ def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return out
 
 
-def fit_many(data: Dataset, methods: list[Method], configs: list[TrainConfig], heldout=None) -> list:
+def device_splits(data: Dataset, device) -> dict:
+    return {s: data.get(s, device) for s in SPLITS}
+
+
+def fit_many(data: Dataset, methods: list[Method], configs: list[TrainConfig], heldout=None,
+             splits: dict | None = None) -> list:
     """`fit` for many runs at once: per run a RunResult, or the MemawareError that stopped it (a run whose
-    loss stopped being finite), as `fit` would have raised it."""
-    return train_stack(data, methods, configs, heldout).outcomes
+    loss stopped being finite), as `fit` would have raised it. `splits`: as train_stack's."""
+    return train_stack(data, methods, configs, heldout, splits=splits).outcomes
 
 
-def xrm_many(data: Dataset, configs: list[TrainConfig]) -> list:
-    """`heldout.xrm` for many runs at once: one HeldOut per config."""
+def xrm_many(data: Dataset, configs: list[TrainConfig], splits: dict | None = None) -> list:
+    """`heldout.xrm` for many runs at once: one HeldOut per config. `splits`: as train_stack's."""
     from ..heldout.xrm import XRMTwins, build_twins, heldout_from_twin_logits
 
     methods = [XRMTwins() for _ in configs]
+    splits = splits or device_splits(data, configs[0].device)
     done = train_stack(data, methods, configs, modules=[build_twins(data, c) for c in configs],
-                       evaluate_splits=False)
+                       evaluate_splits=False, splits=splits)
     failure = next((o for o in done.outcomes if isinstance(o, MemawareError)), None)
     if failure is not None:
         raise failure
-    device = configs[0].device
-    logits = {s: done.models.predict(torch.as_tensor(data.x[data.mask(s)]).reshape(int(data.mask(s).sum()), -1)
-                                     .to(device)) for s in SPLITS}
+    logits = {s: done.models.predict(split.x.reshape(len(split), -1)) for s, split in splits.items()}
     return [heldout_from_twin_logits(data, {s: v[m] for s, v in logits.items()}, method)
             for m, method in enumerate(methods)]

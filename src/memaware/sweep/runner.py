@@ -114,13 +114,12 @@ class DataCache:
     def splits(self, name: str, args: dict, device) -> dict:
         """The splits of the data set `name` (features) on `device`, kept for the next stack of the same
         data set: one data set's at a time, so that a sweep over several holds one on the device."""
-        from ..data.dataset import SPLITS
+        from ..train.batched import device_splits
 
         key = (name, json.dumps(args, sort_keys=True), str(device))
         if self._on_device[0] != key:
             self._on_device = (None, None)  # the previous data set's splits freed before the next are sent
-            loaded = self(name, args)
-            self._on_device = (key, {s: loaded.get(s, device) for s in SPLITS})
+            self._on_device = (key, device_splits(self(name, args), device))
         return self._on_device[1]
 
 
@@ -204,10 +203,10 @@ def read_phase1(spec: Phase1Spec, root: Path) -> dict:
 
 def execute_stack(specs: list, folder_of, train, save, read, data: DataCache | None,
                   reuse_other_versions: bool, one) -> list[dict]:
-    """Specifications that the batched engine trains together, `train(data, specs, configs)`: all of them
-    when any is unfinished (so that a resumed sweep computes what an uninterrupted one does), each
-    unfinished one saved with `save`; `read`'s results in order. `train(data set, its splits on the
-    device, specs, configs)`. Runs that cannot stack (see NotStackable) run one by one through `one`."""
+    """Specifications that the batched engine trains together, `train(data set, its splits on the device,
+    specs, configs)`: all of them when any is unfinished (so that a resumed sweep computes what an
+    uninterrupted one does), each unfinished one saved with `save`; `read`'s results in order. Runs that
+    cannot stack (see NotStackable) run one by one through `one`."""
     from ..train import TrainConfig
     from ..train.batched import NotStackable
 

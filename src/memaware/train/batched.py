@@ -668,6 +668,7 @@ def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 def device_splits(data: Dataset, device) -> dict:
+    """`data`'s splits on `device`, by name."""
     return {s: data.get(s, device) for s in SPLITS}
 
 

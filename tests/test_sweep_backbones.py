@@ -58,8 +58,8 @@ def test_a_backbone_sweep_trains_networks_one_at_a_time_and_writes_runs_and_tabl
     assert all(len(r["runs"]) == 2 and not r["failed"] for r in summary["results"])
     specs = [json.loads(p.read_text())["spec"]["run"] for p in (out / "runs").glob("*/spec.json")]
     assert 4 < len(specs) <= 8 and all(s["network"]["name"] == "cnn" and s["dataset"] == "images" for s in specs)
-    assert {(s["train"]["optimizer"], s["train"]["momentum"], s["train"]["steps"]) for s in specs} == {("sgd", 0.9, 4)}
-    assert {s["train"]["lr"] for s in specs} == {1e-3, draw("resnet", "erm", 1)["train"]["lr"]}
+    assert {(s["train"]["optimizer"], s["train"]["steps"]) for s in specs} == {("adam", 4)}  # the cnn family
+    assert {s["train"]["lr"] for s in specs} == {1e-3, draw("cnn", "erm", 1)["train"]["lr"]}
     phase1 = json.loads(next((out / "phase1").glob("*/spec.json")).read_text())["spec"]["phase1"]
     assert phase1["network"]["image_size"] == 16 and len(list((out / "phase1").iterdir())) == 1
     assert all((run / "checkpoint-va_wga.pt").is_file() for run in (out / "runs").iterdir())
@@ -115,17 +115,20 @@ def test_network_families_fix_the_optimizer_and_draw_from_the_reference_ranges()
     resnet, bert = draw("resnet", "erm", 0)["train"], draw("bert", "erm", 0)["train"]
     assert (resnet["optimizer"], resnet["momentum"], resnet["lr"], resnet["weight_decay"]) == ("sgd", 0.9, 1e-3, 1e-4)
     assert (bert["optimizer"], bert["lr_schedule"], bert["grad_clip"], bert["lr"]) == ("adamw", "linear", 1.0, 2e-5)
+    assert (draw("cnn", "erm", 0)["train"]["optimizer"], draw("cnn", "erm", 0)["train"]["lr"]) == ("adam", 1e-3)
     for i in range(1, 30):
-        resnet, bert = draw("resnet", "mat", i)["train"], draw("bert", "mat", i)["train"]
+        resnet, bert, cnn = (draw(f, "mat", i)["train"] for f in ("resnet", "bert", "cnn"))
         assert 1e-5 <= resnet["lr"] <= 1e-3 and 32 <= resnet["batch_size"] <= 128
         assert 1e-6 <= resnet["weight_decay"] <= 1e-3 and resnet["optimizer"] == "sgd"
         assert 1e-6 <= bert["lr"] <= 1e-4 and 16 <= bert["batch_size"] <= 64 and bert["grad_clip"] == 1.0
+        assert 1e-4 <= cnn["lr"] <= 10 ** -2.5 and 32 <= cnn["batch_size"] <= 128 and cnn["optimizer"] == "adam"
 
 
-def test_the_family_defaults_to_the_backbones_modality(tmp_path):
-    images = validate(experiment(tmp_path), "exp.yaml").datasets[0]
+def test_the_family_defaults_to_the_backbones_kind(tmp_path):
+    cnn = validate(experiment(tmp_path), "exp.yaml").datasets[0]
+    pretrained = validate(experiment(tmp_path, backbone={"name": "efficientnet_lite0"}), "exp.yaml").datasets[0]
     texts = validate(experiment(tmp_path, name="texts", backbone={"name": "minilm"}), "exp.yaml").datasets[0]
-    assert (images.family, texts.family) == ("resnet", "bert")
+    assert (cnn.family, pretrained.family, texts.family) == ("cnn", "resnet", "bert")
     assert validate({**experiment(tmp_path), "datasets": [{"name": "figure1"}]}, "e").datasets[0].family == "linear"
 
 
@@ -136,7 +139,7 @@ def test_the_family_defaults_to_the_backbones_modality(tmp_path):
     ({"backbone": {"name": "timm:resnet18"}}, "backbone 'timm:resnet18' needs weights: FILE"),
     ({"backbone": {"name": "cnn", "image_size": 4}}, "datasets.0.backbone.image_size"),
     ({"backbone": {"name": "cnn", "epochs": 3}}, "datasets.0.backbone.epochs: Extra inputs are not permitted"),
-    ({"family": "linear"}, "family 'linear' trains a head on features; a backbone trains with resnet or bert"),
+    ({"family": "linear"}, "family 'linear' trains a head on features; a backbone trains with resnet, cnn, bert"),
     ({"name": "texts"}, "backbone 'cnn' takes images, but layout 'texts' holds texts"),
     ({"phase1": {"source": "crossfit"}}, "phase1 source crossfit is not available with a backbone yet"),
     ({"methods": ["erm", "dfr-val"]}, "datasets.0: method 'dfr-val' is not available with a backbone yet"),

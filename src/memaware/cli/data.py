@@ -1,4 +1,4 @@
-"""`memaware datasets` and `memaware download`."""
+"""`memaware datasets`, `memaware download` and `memaware build`."""
 from __future__ import annotations
 
 import json
@@ -73,6 +73,9 @@ def print_dataset(row: dict) -> None:
         stdout.print(f"[bold]{key}:[/bold] {row[key]}", highlight=False, soft_wrap=True)
     stdout.print(f"[bold]available here:[/bold] {'yes' if row['available'] else 'no: ' + row['reason']}",
                  highlight=False, soft_wrap=True)
+    if row["build"]:
+        stdout.print(f"[bold]as a folder:[/bold] memaware build {row['name']} --to FOLDER (the {row['build']} "
+                     "layout, for --backbone)", highlight=False, soft_wrap=True)
     sizes = row.get("group_sizes")
     if sizes:
         groups = sorted({g for per_split in sizes.values() for g in per_split})
@@ -111,6 +114,31 @@ def download(
         if not f["verified"]:
             stdout.print(f"  {f['filename']}: not verified (no checksum known); its sha256 is {f['sha256']}",
                          highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def build(
+    name: str = typer.Argument(..., help="data set to write as a layout folder (see `memaware datasets`)"),
+    to: Path = typer.Option(..., help="the folder to write (it must not exist yet)"),
+    option: list[str] = typer.Option([], "--option", help="a builder option, KEY=VALUE (e.g. scale=0.5)"),
+):
+    """Write a data set installed here as a folder in a standard layout, for whole networks (--backbone)."""
+    import yaml
+
+    from ..data.build import build as build_folder
+
+    options = {}
+    for assignment in option:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise MemawareError(f"--option {assignment!r}: expected KEY=VALUE, e.g. scale=0.5")
+        options[key.strip()] = yaml.safe_load(value)
+    check_output(to, "--to")
+    with Console(stderr=True).status(f"building {name} into {to}"):
+        folder, already = build_folder(name, to, **options)
+    stdout.print(f"{name}: {'already built in' if already else 'written to'} {folder}", highlight=False,
+                 soft_wrap=True)
 
 
 def print_sources(rows: list[dict]) -> None:

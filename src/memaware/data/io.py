@@ -174,7 +174,7 @@ def write_json(path, obj, sort_keys: bool = False) -> None:
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
-def _umask() -> int:
+def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
@@ -186,7 +186,7 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -16,6 +16,8 @@ class DatasetSpec:
     "layout" (a standard benchmark read from a folder the user points to).
     load(**kwargs) -> Dataset (for a "layout", load(root=FOLDER) -> RawData, to featurize first);
     available() -> None when it can load here, else a one-line reason.
+    build(folder, **options), where given, writes the data set's inputs as a folder in the layout `layout`
+    (memaware.data.build), for whole networks.
     """
 
     name: str
@@ -26,6 +28,8 @@ class DatasetSpec:
     provenance: str = ""
     licence: str = ""
     available: Callable[[], str | None] = field(default=lambda: None)
+    build: Callable[..., None] | None = None
+    layout: str = ""
 
 
 DATASETS: dict[str, DatasetSpec] = {}

@@ -145,10 +145,11 @@ class SplitInputs:
         """A torch Dataset of (input, position); for loader workers, take the split on the CPU (data.get(name))."""
         return ExampleDataset(self)
 
-    def train_batches(self, seed: int) -> Callable[..., torch.Tensor]:
+    def train_batches(self, seed: int, augment: bool = True) -> Callable[..., torch.Tensor]:
         """fetch(idx, part=slice(None)) -> the training form of examples idx[part], on idx's device (a
-        process of several training one model takes its `part` of each batch, memaware.train.distributed)."""
-        return lambda idx, part=slice(None): to_device(self.raw(idx[part]), idx.device)
+        process of several training one model takes its `part` of each batch, memaware.train.distributed);
+        inputs that are not augmented (texts, or `augment` False) are their evaluation form."""
+        return lambda idx, part=slice(None): to_device(self[idx[part]], idx.device)
 
 
 class ExampleDataset(torch.utils.data.Dataset):
@@ -183,7 +184,9 @@ class ImageInputs(SplitInputs):
         top = (x.shape[-1] - self.image_size) // 2
         return x[..., top:top + self.image_size, top:top + self.image_size]
 
-    def train_batches(self, seed: int) -> "AugmentedBatches":
+    def train_batches(self, seed: int, augment: bool = True):
+        if not augment:
+            return super().train_batches(seed, augment)
         return AugmentedBatches(self, torch.Generator().manual_seed(seed))
 
 

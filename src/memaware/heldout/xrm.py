@@ -18,7 +18,7 @@ from ..data.dataset import SPLITS, Dataset
 from ..methods.base import Method, batched_group_mean_losses, group_mean_losses, per_run
 from ..train.config import TrainConfig
 from ..train.loop import fit, predict_logits
-from ..train.models import build_model
+from ..train.models import build_model, reset_parameters
 from .base import HeldOut, is_degenerate, split_labels
 
 
@@ -127,11 +127,7 @@ def build_twins(data: Dataset, config: TrainConfig) -> Twins:
 def _reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
     """A copy of `model` with its parameters drawn again, from `seed`, leaving the global RNG untouched."""
     twin = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1)
-        for module in twin.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+    reset_parameters(twin, seed + 1)
     return twin
 
 

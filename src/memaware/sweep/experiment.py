@@ -65,6 +65,11 @@ class Backbone(Strict):
     image_size: int = Field(224, ge=8, description="training resolution of images")
     max_length: int = Field(128, ge=2, description="tokens kept of each text")
     phase1_finetune: bool = Field(False, description="XRM trains twin networks even for a pretrained backbone")
+    phase1_features: str | None = Field(None, description="XRM on the frozen features of this pretrained backbone "
+                                        "(same image size) instead of the default (the backbone's own features if "
+                                        "pretrained, else twin networks)")
+    pretrained: bool = Field(True, description="false: a pretrained backbone's architecture with weights drawn "
+                             "afresh from the run's seed")
 
     @field_validator("name")
     @classmethod
@@ -79,8 +84,20 @@ class Backbone(Strict):
 
     @model_validator(mode="after")
     def _weights_given(self):
+        from ..train.backbones import backbone_modality
+
         if self.name.partition(":")[0] in ("torchvision", "timm") and self.weights is None:
             raise ValueError(f"backbone '{self.name}' needs weights: FILE (weights are never downloaded)")
+        if self.phase1_features is not None:
+            try:
+                modality = backbone_modality(self.phase1_features)
+            except MemawareError as err:
+                raise ValueError(f"phase1_features: {err}") from None
+            if modality != "image" or backbone_modality(self.name) != "image" or self.phase1_features == "cnn":
+                raise ValueError(f"phase1_features '{self.phase1_features}': a pretrained image backbone without a "
+                                 "weights file (efficientnet_lite0), for an image backbone")
+            if self.phase1_finetune:
+                raise ValueError("phase1_features and phase1_finetune exclude each other")
         return self
 
 
@@ -91,8 +108,9 @@ class DatasetEntry(Strict):
     name: str
     label: str | None = Field(None, description="name in tables (default: name); needed to list a data set twice")
     args: dict[str, Any] = {}
-    family: str | None = Field(None, description="linear, text, mlp, synthetic; resnet or bert with a backbone "
-                               "(default: linear, or the backbone's: resnet for images, bert for texts)")
+    family: str | None = Field(None, description="linear, text, mlp, synthetic; resnet, cnn or bert with a "
+                               "backbone (default: linear, or the backbone's: cnn for the cnn backbone, resnet for "
+                               "other image backbones, bert for texts)")
     backbone: Backbone | None = Field(None, description="train this network end to end on the layout folder")
     train: dict[str, Any] = Field({}, description="training settings for this data set (over the family's)")
     phase1: dict[str, Any] = Field({}, description="training settings of phase 1 for this data set")
@@ -135,8 +153,9 @@ class DatasetEntry(Strict):
                              f"{LAYOUTS[self.name].modality}s")
         if self.family is not None and self.family not in NETWORK_FAMILIES:
             raise ValueError(f"family '{self.family}' trains a head on features; a backbone trains with "
-                             f"{' or '.join(NETWORK_FAMILIES)}")
-        self.family = self.family or ("resnet" if modality == "image" else "bert")
+                             f"{', '.join(NETWORK_FAMILIES)}")
+        self.family = self.family or ("bert" if modality == "text" else "cnn" if self.backbone.name == "cnn"
+                                      else "resnet")
         return self
 
     @property

@@ -105,7 +105,7 @@ class DataCache:
     def __call__(self, name: str, args: dict, network: dict | None = None):
         from ..data.registry import load_dataset
 
-        recipe = None if network is None else {k: network[k] for k in ("name", "weights", "image_size", "max_length")}
+        recipe = None if network is None else {k: network.get(k, default) for k, default in NETWORK_RECIPE.items()}
         key = (name, json.dumps([args, recipe], sort_keys=True))
         if key not in self._loaded:
             self._loaded[key] = load_dataset(name, **args) if recipe is None else streamed(name, args, recipe)
@@ -123,6 +123,9 @@ class DataCache:
         return self._on_device[1]
 
 
+NETWORK_RECIPE = {"name": None, "weights": None, "image_size": 224, "max_length": 128, "pretrained": True}
+
+
 def streamed(layout: str, args: dict, recipe: dict):
     """The folder of `layout` (args: root=FOLDER and the layout's options) streamed for the backbone
     `recipe` (memaware.data.stream)."""
@@ -131,7 +134,7 @@ def streamed(layout: str, args: dict, recipe: dict):
     from ..featurize import default_cache_dir
     from ..train.backbones import network
 
-    net = network(recipe["name"], recipe["weights"], recipe["image_size"], recipe["max_length"])
+    net = network(recipe["name"], recipe["weights"], recipe["image_size"], recipe["max_length"], recipe["pretrained"])
     return stream(read_layout(layout, **args), net, cache_dir=default_cache_dir())
 
 
@@ -154,11 +157,15 @@ def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None,
     folder, config = phase1_dir(root, spec.key), run_config(spec, distributed)
 
     def train():
-        loaded = (data or DataCache())(spec.dataset, spec.dataset_args, spec.network)
-        if spec.network is not None:  # XRM on a pretrained backbone's frozen features, or twin networks
+        net = spec.network
+        features = None if net is None else net.get("phase1_features")
+        recipe = net if features is None else {**net, "name": features, "weights": None, "pretrained": True}
+        loaded = (data or DataCache())(spec.dataset, spec.dataset_args, recipe)
+        if net is not None:  # XRM on a pretrained backbone's frozen features, or twin networks
             from ..train.backbones import xrm_phase1
 
-            return xrm_phase1(loaded, config, spec.network["phase1_finetune"] or None, distributed=distributed)
+            end_to_end = False if features else (net["phase1_finetune"] or None)
+            return xrm_phase1(loaded, config, end_to_end, distributed=distributed)
         return xrm(loaded, config) if spec.source == "xrm" else crossfit(loaded, spec.folds, config)
 
     train_unfinished(folder, reuse_other_versions, distributed, train,

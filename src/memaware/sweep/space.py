@@ -64,12 +64,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            {"optimizer": "sgd", "momentum": 0.9, "lr_schedule": "constant", "grad_clip": None},
            {"lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
            {"lr": log_uniform(-5, -3), "batch_size": int_pow2(5, 7), "weight_decay": log_uniform(-6, -3)}),
+    # A small network trained from its random initialisation (the `cnn` backbone): Adam, as the reference trains
+    # its coloured-MNIST MLP, with a higher learning rate range, as a network without pretrained weights needs.
+    Family("cnn", "small image network trained from scratch (the cnn backbone): Adam",
+           {"optimizer": "adam", "lr_schedule": "constant", "grad_clip": None},
+           {"lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
+           {"lr": log_uniform(-4, -2.5), "batch_size": int_pow2(5, 7), "weight_decay": log_uniform(-6, -3)}),
     Family("bert", "text network fine-tuned end to end (BERT recipe): AdamW, linear decay, gradient clipping",
            {"optimizer": "adamw", "lr_schedule": "linear", "grad_clip": 1.0},
            {"lr": 2e-5, "batch_size": 32, "weight_decay": 1e-4},
            {"lr": log_uniform(-6, -4), "batch_size": int_pow2(4, 6), "weight_decay": log_uniform(-6, -3)}),
 )}
-NETWORK_FAMILIES = ("resnet", "bert")  # the families of whole networks: data sets with a backbone
+NETWORK_FAMILIES = ("resnet", "cnn", "bert")  # the families of whole networks: data sets with a backbone
 
 
 def get_family(name: str) -> Family:

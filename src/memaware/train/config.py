@@ -24,5 +24,9 @@ class TrainConfig(BaseModel):
     bias: bool = True
     zero_init_head: bool = True
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient's norm to this; None: no clipping")
+    augment: bool = Field(True, description="whole networks on images: train on random resized crops with random "
+                          "horizontal flips; False trains on the evaluation form (the centre crop)")
+    batchnorm: Literal["train", "frozen"] = Field("train", description="whole networks: 'frozen' keeps every "
+                                                  "BatchNorm layer in evaluation mode (its running statistics fixed)")
     seed: int = 0
     device: str = "cpu"

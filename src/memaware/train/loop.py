@@ -299,9 +299,10 @@ def check_distributable(method: Method) -> None:
 def batch_inputs(train: Split, config: TrainConfig, everything: bool) -> Callable[..., torch.Tensor]:
     """inputs(idx, part=slice(None)): the inputs of the training examples at positions idx[part]. In-memory
     features are rows of `train.x` (all of it when every batch is the whole split); streamed inputs
-    (memaware.data.stream) are fetched by the same positions, in their augmented training form."""
+    (memaware.data.stream) are fetched by the same positions, in their training form (augmented images unless
+    `config.augment` is False)."""
     if hasattr(train.x, "train_batches"):
-        return train.x.train_batches(config.seed)
+        return train.x.train_batches(config.seed, config.augment)
     return (lambda idx, part=None: train.x) if everything else (lambda idx, part=slice(None): train.x[idx[part]])
 
 

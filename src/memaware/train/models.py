@@ -35,3 +35,13 @@ def _init_linear(layer: nn.Linear, generator: torch.Generator, zero: bool) -> No
         layer.weight.uniform_(-bound, bound, generator=generator)
         if layer.bias is not None:
             layer.bias.uniform_(-bound, bound, generator=generator)
+
+
+def reset_parameters(module: nn.Module, seed: int) -> None:
+    """Every submodule's parameters drawn again by its own `reset_parameters`, from `seed`, leaving torch's
+    global generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()

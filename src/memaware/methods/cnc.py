@@ -6,8 +6,8 @@ weights on (1 - lam) CE + lam * contrastive loss over the normalised penultimate
 for an anchor i, positives are examples of the same class that the first model predicts differently,
 negatives examples of another class that it predicts the same; each (anchor, positive) pair adds
 -log(exp(z_i.z_p / t) / (exp(z_i.z_p / t) + sum_n exp(z_i.z_n / t))), averaged per anchor, then over
-anchors with a positive. Groups are not used. Features: see `features` (a linear model has none to
-learn: CnC then trains on (1 - lam) CE, without a first model).
+anchors with a positive. Groups are not used. Features: see `features`, the features of the batch's
+forward pass (a linear model has none to learn: CnC then trains on (1 - lam) CE, without a first model).
 """
 from __future__ import annotations
 
@@ -45,21 +45,21 @@ class CorrectNContrast(PenultimateFeatures):
     def wrap_model(self, model):
         from ..train.loop import predict_logits
 
-        model = super().wrap_model(model)
+        trained = super().wrap_model(model)
         if self.learns_features:
             first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
             self.spurious = predict_logits(first, self.ctx.x).argmax(1)
         else:  # no contrastive term to feed: no first model
             self.spurious = torch.zeros_like(self.ctx.y)
-        return model
+        return trained
 
-    def loss(self, logits, y, idx):
+    def loss(self, output, y, idx):
         lam = self.hparams["lam"]
-        ce = (1 - lam) * F.cross_entropy(logits, y)
         if not self.learns_features:
-            return ce
-        z = F.normalize(self.features(idx), dim=1)
-        return ce + lam * contrastive_loss(z, y, self.spurious[idx], self.hparams["temperature"])
+            return (1 - lam) * F.cross_entropy(output, y)
+        logits, features = self.logits_and_features(output)
+        contrastive = contrastive_loss(F.normalize(features, dim=1), y, self.spurious[idx], self.hparams["temperature"])
+        return (1 - lam) * F.cross_entropy(logits, y) + lam * contrastive
 
     def state_dict(self):
         return {"spurious": self.spurious}

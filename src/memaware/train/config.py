@@ -24,5 +24,7 @@ class TrainConfig(BaseModel):
     bias: bool = True
     zero_init_head: bool = True
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient's norm to this; None: no clipping")
+    sync_batchnorm: bool = Field(True, description="under torchrun, BatchNorm layers normalise with the statistics "
+                                 "of the global batch (as one process would); False: of each process's part")
     seed: int = 0
     device: str = "cpu"

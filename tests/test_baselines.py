@@ -86,21 +86,23 @@ def test_jtt_draws_the_first_models_errors_lambda_up_times_as_often():
     assert float(freq[flipped].sum()) == pytest.approx(expected, abs=0.02)
 
 
-def test_jtt_first_model_trains_for_epochs_of_the_run_batch_size(monkeypatch):
-    import memaware.methods.jtt as jtt_module
+@pytest.mark.parametrize("name", ["jtt", "cnc", "spare"])
+def test_first_models_train_for_epochs_of_the_run_batch_size(monkeypatch, name):
+    import memaware.methods.two_stage as two_stage
     from memaware.methods.two_stage import epochs_to_steps
 
     assert epochs_to_steps(2, 26_000, 64) == 813 and epochs_to_steps(0.5, 100, None) == 1
     assert epochs_to_steps(3, 100, None) == 3 and epochs_to_steps(1, 100, 30) == 4
     steps = []
-    monkeypatch.setattr(jtt_module, "train_first_model", lambda model, ctx, n, name: steps.append(n) or model)
+    monkeypatch.setattr(two_stage, "train_first_model", lambda model, ctx, n, name: steps.append(n) or model)
     y = torch.tensor([0, 1] * 50)
-    method = create("jtt", first_epochs=5)
+    method = create(name, first_epochs=5)
     method.setup(context(y, x=torch.randn(100, 2), config=mw.TrainConfig(batch_size=32)))
+    body = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())  # CnC trains a first model for a body
     try:
-        method.wrap_model(torch.nn.Linear(2, 2))
+        method.wrap_model(torch.nn.Sequential(*body, torch.nn.Linear(3, 2)))
     except MemawareError:
-        pass  # the untrained stand-in model may predict a single class
+        pass  # JTT: the untrained stand-in model may predict a single class
     assert steps == [16]  # ceil(5 * 100 / 32)
 
 

@@ -214,6 +214,26 @@ def test_group_methods_beat_erm_worst_group_accuracy_on_figure1(figure1_erm, nam
     assert wga >= 0.75 and wga - erm_wga >= 0.6
 
 
+@pytest.mark.parametrize("upweight, test_accuracy", [(2.0, (0.9, 1.0)), (3.0, (0.0, 0.1))])
+def test_jtt_learns_the_reverse_rule_once_its_errors_carry_most_of_the_draws(upweight, test_accuracy):
+    """Why JTT collapses on compas (docs/baselines.md): with 30% of the training labels flipped, the first model
+    errs on a fraction e of train (the examples whose feature points to the other class), so an upweight above
+    (1 - e) / e gives those errors most of the draws and the second model learns the reverse rule."""
+    from memaware.data import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 1))
+    y = (x[:, 0] > 0).astype(int)
+    y[:300] = np.where(rng.random(300) < 0.3, 1 - y[:300], y[:300])  # noisy train, clean val and test
+    data = Dataset(x, y, np.array(["train"] * 300 + ["val"] * 50 + ["test"] * 50))
+    config = mw.TrainConfig(steps=100, lr=0.5, momentum=0.0, batch_size=None, checkpoint_freq=0)
+    jtt = mw.create("jtt", first_epochs=100, upweight=upweight)
+    accuracy = mw.fit(data, jtt, config).history[-1]["test"]["avg_acc"]
+    e = float(jtt.errors.double().mean())
+    assert 2.0 < (1 - e) / e < 3.0  # e = 0.317
+    assert test_accuracy[0] <= accuracy <= test_accuracy[1]
+
+
 def test_jtt_refuses_a_first_model_that_predicts_a_single_class():
     from memaware.data import Dataset
 

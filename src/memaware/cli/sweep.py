@@ -148,7 +148,8 @@ def report(
     criterion: Optional[str] = typer.Option(
         None, help="label-free criteria for 'no group labels anywhere', comma-separated: va_gi_wga, va_wca, "
                    "va_avg (default: the experiment's report.label_free)"),
-    out: Optional[Path] = typer.Option(None, help="folder for the tables and wga.png (default: FOLDER/report)"),
+    out: Optional[Path] = typer.Option(None, help="folder for the tables, wga.png and report.html (default: "
+                                                           "FOLDER/report)"),
 ):
     """Write the sweep's table (Markdown, CSV, LaTeX), its WGA plot, and (html) one page with the figures."""
     from ..report.tables import LABEL_FREE, WRITERS

@@ -8,7 +8,7 @@ a process's logits is the global loss's, times the number of processes, because 
 averages the processes' gradients: each step equals a single process's step on the global batch.
 BatchNorm layers normalise with the statistics of the global batch too (`global_batchnorm`, while a run
 trains with `TrainConfig.sync_batchnorm`, the default), or else with those of each process's part (the
-plain DDP recipe, one collective less per layer). Evaluation, outputs and checkpoints are rank 0's.
+plain DDP recipe, without the collectives of every BatchNorm layer). Evaluation, outputs and checkpoints are rank 0's.
 
 No module state: `start_from_environment` (the CLI's entry) returns a `Distributed` that is passed down.
 """

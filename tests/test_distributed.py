@@ -2,9 +2,8 @@
 ERM, MAT (with XRM's phase 1 under both processes too) and GroupDRO on features, with a batch that does not
 split evenly; every method that trains a network trains a CNN end to end to the numbers of one process
 (BatchNorm over the global batch); a CNN trains end to end under torchrun and rank 0 alone writes the
-outputs; a sweep under
-torchrun trains each network once with both processes, its runs on features on rank 0 alone (the results of
-one process), writes from rank 0 only and resumes without redoing finished runs."""
+outputs; a sweep under torchrun trains each network once with both processes, its runs on features on rank
+0 alone (the results of one process), writes from rank 0 only and resumes without redoing finished runs."""
 import json
 import math
 import os

@@ -39,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="JPEG decoding processes")
     parser.add_argument("--tiny", action="store_true", help="CPU, gloo, the small cnn at 32 px: checks the script")
+    parser.add_argument("--no-sync-batchnorm", dest="sync_batchnorm", action="store_false",
+                        help="BatchNorm over each process's part of the batch (default: over the global batch)")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)  # a process of one setting
     parser.add_argument("--folder", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -95,7 +97,7 @@ def worker(args) -> None:
     net = network(settings["backbone"], settings["weights"], settings["image_size"])
     data = stream(read_layout("images", args.folder / "jpegs"), net, workers=0, cache_dir=args.folder / "cache")
     config = TrainConfig(steps=args.warmup + args.steps, batch_size=args.batch * world, lr=0.01, device=device,
-                         checkpoint_freq=0)
+                         checkpoint_freq=0, sync_batchnorm=args.sync_batchnorm)
     marks = {}
 
     def callback(step, record):
@@ -118,7 +120,8 @@ def run_setting(args, processes: int, folder: Path) -> dict:
     """img/s (rank 0's clock, all processes' images) and the largest peak memory of `processes` processes."""
     out = Path(tempfile.mkdtemp(dir=folder, prefix=f"w{processes}-"))
     forwarded = ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                 "--folder", str(folder), "--worker", str(out), *(["--tiny"] if args.tiny else [])]
+                 "--folder", str(folder), "--worker", str(out), *(["--tiny"] if args.tiny else []),
+                 *([] if args.sync_batchnorm else ["--no-sync-batchnorm"])]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                str(Path(__file__).resolve()), *forwarded]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent / "src"), str(HERE),

@@ -86,21 +86,23 @@ def test_jtt_draws_the_first_models_errors_lambda_up_times_as_often():
     assert float(freq[flipped].sum()) == pytest.approx(expected, abs=0.02)
 
 
-def test_jtt_first_model_trains_for_epochs_of_the_run_batch_size(monkeypatch):
-    import memaware.methods.jtt as jtt_module
+@pytest.mark.parametrize("name", ["jtt", "cnc", "spare"])
+def test_first_models_train_for_epochs_of_the_run_batch_size(monkeypatch, name):
+    import memaware.methods.two_stage as two_stage
     from memaware.methods.two_stage import epochs_to_steps
 
     assert epochs_to_steps(2, 26_000, 64) == 813 and epochs_to_steps(0.5, 100, None) == 1
     assert epochs_to_steps(3, 100, None) == 3 and epochs_to_steps(1, 100, 30) == 4
     steps = []
-    monkeypatch.setattr(jtt_module, "train_first_model", lambda model, ctx, n, name: steps.append(n) or model)
+    monkeypatch.setattr(two_stage, "train_first_model", lambda model, ctx, n, name: steps.append(n) or model)
     y = torch.tensor([0, 1] * 50)
-    method = create("jtt", first_epochs=5)
+    method = create(name, first_epochs=5)
     method.setup(context(y, x=torch.randn(100, 2), config=mw.TrainConfig(batch_size=32)))
+    body = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())  # CnC trains a first model for a body
     try:
-        method.wrap_model(torch.nn.Linear(2, 2))
+        method.wrap_model(torch.nn.Sequential(*body, torch.nn.Linear(3, 2)))
     except MemawareError:
-        pass  # the untrained stand-in model may predict a single class
+        pass  # JTT: the untrained stand-in model may predict a single class
     assert steps == [16]  # ceil(5 * 100 / 32)
 
 
@@ -210,6 +212,26 @@ def test_group_methods_beat_erm_worst_group_accuracy_on_figure1(figure1_erm, nam
     assert erm_wga <= 0.1
     wga = mw.fit(data, name, config, **hparams).history[-1]["test"]["wga"]
     assert wga >= 0.75 and wga - erm_wga >= 0.6
+
+
+@pytest.mark.parametrize("upweight, test_accuracy", [(2.0, (0.9, 1.0)), (3.0, (0.0, 0.1))])
+def test_jtt_learns_the_reverse_rule_once_its_errors_carry_most_of_the_draws(upweight, test_accuracy):
+    """Why JTT collapses on compas (docs/baselines.md): with 30% of the training labels flipped, the first model
+    errs on a fraction e of train (the examples whose feature points to the other class), so an upweight above
+    (1 - e) / e gives those errors most of the draws and the second model learns the reverse rule."""
+    from memaware.data import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 1))
+    y = (x[:, 0] > 0).astype(int)
+    y[:300] = np.where(rng.random(300) < 0.3, 1 - y[:300], y[:300])  # noisy train, clean val and test
+    data = Dataset(x, y, np.array(["train"] * 300 + ["val"] * 50 + ["test"] * 50))
+    config = mw.TrainConfig(steps=100, lr=0.5, momentum=0.0, batch_size=None, checkpoint_freq=0)
+    jtt = mw.create("jtt", first_epochs=100, upweight=upweight)
+    accuracy = mw.fit(data, jtt, config).history[-1]["test"]["avg_acc"]
+    e = float(jtt.errors.double().mean())
+    assert 2.0 < (1 - e) / e < 3.0  # e = 0.317
+    assert test_accuracy[0] <= accuracy <= test_accuracy[1]
 
 
 def test_jtt_refuses_a_first_model_that_predicts_a_single_class():

@@ -1,8 +1,9 @@
 """Two processes (torchrun, gloo on the CPU) train the same model as one process on the same global batch:
 ERM, MAT (with XRM's phase 1 under both processes too) and GroupDRO on features, with a batch that does not
-split evenly; a CNN trains end to end under torchrun and rank 0 alone writes the outputs; a sweep under
-torchrun trains each network once with both processes, its runs on features on rank 0 alone (the results of
-one process), writes from rank 0 only and resumes without redoing finished runs."""
+split evenly; every method that trains a network trains a CNN end to end to the numbers of one process
+(BatchNorm over the global batch); a CNN trains end to end under torchrun and rank 0 alone writes the
+outputs; a sweep under torchrun trains each network once with both processes, its runs on features on rank
+0 alone (the results of one process), writes from rank 0 only and resumes without redoing finished runs."""
 import json
 import math
 import os
@@ -11,11 +12,16 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from memaware.data import make_figure1
+from memaware.errors import MemawareError
+from memaware.methods import REGISTRY, create
+from memaware.train.backbones import check_method
+from memaware.train.distributed import Distributed
 
-from test_finetune import SIZE, image_folder
+from test_finetune import HPARAMS, SIZE, image_folder
 from test_sweep_backbones import experiment, sweep
 
 
@@ -72,12 +78,93 @@ def test_a_cnn_trains_end_to_end_under_torchrun_and_rank_0_writes_once(tmp_path)
     image_folder(tmp_path / "img")
     done = memaware(["run", "--data", "img", "--backbone", "cnn", "--image-size", str(SIZE), "--workers", "0",
                      "--methods", "erm,groupdro", "--steps", "6", "--batch-size", "8", "--checkpoint-freq", "3",
-                     "--checkpoint-every", "2", "--out", "out"], tmp_path, processes=2)
+                     "--checkpoint-every", "2", "--no-sync-batchnorm", "--out", "out"], tmp_path, processes=2)
     assert done.stdout.count("wrote ") == 1
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(results["methods"]) == {"erm", "groupdro"}
     assert sorted(os.listdir(tmp_path / "out" / "models")) == ["erm", "groupdro"]
     assert not (tmp_path / "out" / "checkpoint").exists()
+
+
+def trains_networks(name: str) -> bool:
+    try:
+        check_method(name, create(name))
+        return True
+    except MemawareError:
+        return False
+
+
+NETWORK_METHODS = [name for name in sorted(REGISTRY) if trains_networks(name)]  # every one that trains a network
+
+# alone or under torchrun: XRM's twin networks, then every method of argv[1] (hyperparameters argv[2], JSON) on a
+# CNN, a global batch of 7 (parts of 4 and 3 under two processes); rank 0 writes {method: numbers} into argv[3]
+METHODS = """
+import json
+import sys
+
+import torch
+
+from memaware.data.layouts import read_layout
+from memaware.data.stream import stream
+from memaware.methods import create
+from memaware.train import TrainConfig, fit
+from memaware.train.backbones import network, xrm_networks
+from memaware.train.distributed import is_main, start_from_environment, stop
+from memaware.train.loop import predict_logits
+
+names, hparams, out = sys.argv[1].split(","), json.loads(sys.argv[2]), sys.argv[3]
+distributed = start_from_environment("cpu")
+data = stream(read_layout("images", "img"), network("cnn", image_size=16), workers=0)
+config = TrainConfig(steps=4, batch_size=7, lr=0.02, checkpoint_freq=2)
+heldout = xrm_networks(data, config, distributed=distributed)
+results = {"phase1": heldout.logits.tolist()}
+for name in names:
+    model = data.build_model(config, torch.Generator().manual_seed(0))
+    first_conv = model[0].body[0].weight.detach().clone()
+    result = fit(data, create(name, **hparams.get(name, {})), config, heldout=heldout, model=model,
+                 distributed=distributed)
+    conv = next(m.weight for m in result.model.modules() if isinstance(m, torch.nn.Conv2d))
+    results[name] = {"history": result.history, "logits": predict_logits(result.model, data.get("test").x).tolist(),
+                     "conv_moved": not torch.equal(conv.detach(), first_conv),
+                     "norms": sorted({type(m).__name__ for m in result.model.modules() if "Norm" in type(m).__name__})}
+if is_main(distributed):
+    with open(out, "w") as file:
+        json.dump(results, file)
+stop(distributed)
+"""
+
+
+def test_every_network_method_trains_a_cnn_under_torchrun_to_the_numbers_of_one_process(tmp_path):
+    """The global batch's BatchNorm statistics, and MMD's, CORAL's and CnC's penultimate features, are those of
+    one process; the methods' draws and state are the same on both processes."""
+    image_folder(tmp_path / "img", n=32)
+    (tmp_path / "methods.py").write_text(METHODS)
+    args = [",".join(NETWORK_METHODS), json.dumps(HPARAMS)]
+    memaware([*args, "one.json"], tmp_path, program=["methods.py"])
+    memaware([*args, "two.json"], tmp_path, processes=2, program=["methods.py"])
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert set(two) == {"phase1", *NETWORK_METHODS}
+    for name in NETWORK_METHODS:
+        run = two[name]
+        assert [r["step"] for r in run["history"]] == [0, 2, 3] and run["conv_moved"], name
+        assert np.isfinite(run["logits"]).all() and np.abs(run["logits"]).sum() > 0, name
+        assert run["norms"] == ["BatchNorm2d"], name  # the trained model has its own layers back
+        assert_close(one[name], run)
+    assert_close(one["phase1"], two["phase1"])
+
+
+class NormAndActivation(torch.nn.BatchNorm2d):
+    """A BatchNorm whose forward pass does more (as timm's BatchNormAct2d)."""
+
+
+def test_a_batchnorm_of_another_class_cannot_normalise_over_the_global_batch():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), NormAndActivation(4))
+    with pytest.raises(MemawareError) as err:
+        with Distributed(rank=0, world=2).global_batchnorm(model):
+            pass
+    assert str(err.value) == ("sync_batchnorm: the network's NormAndActivation layers are not torch's BatchNorm and "
+                              "cannot normalise over the global batch; train with sync_batchnorm false (memaware run "
+                              "--no-sync-batchnorm)")
 
 
 # under torchrun: a DDP step (in a function, as `fit` takes it), then `stop`; each rank writes the names

@@ -68,6 +68,19 @@ def test_report_rewrites_the_tables_with_other_criteria_and_formats(swept, tmp_p
     assert not (tmp_path / "table.md").exists()
 
 
+def test_html_among_the_files_formats_writes_the_page_that_report_writes(swept, tmp_path):
+    out, _ = swept
+    result = runner.invoke(app, ["sweep", TINY, "--out", str(out), "--set", "search.combinations=2",
+                                 "--set", "report.formats=[md,html]"])
+    assert result.exit_code == 0, result.output
+    page = out / "report" / "report.html"
+    assert page.is_file() and str(page) in result.output.splitlines()[-1]
+    result = runner.invoke(app, ["report", str(out), "--format", "md,html", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert page.read_bytes() == (tmp_path / "report.html").read_bytes()
+    assert '<table id="results">' in page.read_text()  # the results table, as memaware report writes it
+
+
 def test_a_second_sweep_resumes_without_new_runs(swept):
     out, _ = swept
     before = sorted(p.name for p in (out / "runs").iterdir())

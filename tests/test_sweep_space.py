@@ -13,7 +13,7 @@ from memaware.train import TrainConfig
 
 BOUNDS = {  # family -> field -> (low, high), closed
     "linear": {"lr": (1e-5, 1e-3), "batch_size": (32, 127), "weight_decay": (1e-6, 1e-3)},
-    "text": {"lr": (1e-6, 1e-4), "batch_size": (16, 63)},
+    "text": {"lr": (1e-6, 1e-4), "batch_size": (16, 63), "weight_decay": (1e-6, 1e-3)},
     "mlp": {"lr": (1e-5, 1e-3), "batch_size": (8, 63)},
 }
 
@@ -38,6 +38,16 @@ def test_combination_one_of_the_linear_family_is_the_first_draws_of_default_rng_
     assert combo["train"]["batch_size"] == batch
     assert combo["train"]["weight_decay"] == pytest.approx(wd, rel=1e-12)
     assert combo["hparams"] == {"eta": pytest.approx(eta, rel=1e-12), "groups": "true"}
+
+
+def test_the_text_family_draws_its_weight_decay_as_bert_and_the_reference_do():
+    for i in range(1, 4):
+        rng = np.random.default_rng(i)
+        lr, batch, wd = 10 ** rng.uniform(-6, -4), int(2 ** rng.uniform(4, 6)), 10 ** rng.uniform(-6, -3)
+        for family in ("text", "bert"):
+            train = draw(family, "erm", i)["train"]
+            assert train["lr"] == pytest.approx(lr, rel=1e-12) and train["batch_size"] == batch
+            assert train["weight_decay"] == pytest.approx(wd, rel=1e-12), (family, i)
 
 
 @pytest.mark.parametrize("family", ["linear", "text", "mlp"])

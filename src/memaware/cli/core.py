@@ -269,6 +269,8 @@ def run(
                                          "pretrained backbone (default: on its frozen features)"),
     checkpoint_every: Optional[int] = typer.Option(None, help="write OUT/checkpoint/ every this many steps; the same "
                                                    "command, rerun after a kill, resumes from it"),
+    sync_batchnorm: bool = typer.Option(True, help="under torchrun: BatchNorm normalises with the global batch's "
+                                        "statistics, as one process would (--no-sync-batchnorm: each process's part)"),
 ):
     """Train methods on your own data (or a named data set) and write OUT/results.json."""
     from ..methods import create
@@ -287,7 +289,7 @@ def run(
     config = train_config(steps=steps, lr=lr, batch_size=batch_size or None, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, arch=arch, checkpoint_freq=checkpoint_freq, seed=seed_list[0],
                           device=process_device(resolve_device(device), distributed), lr_schedule=lr_schedule,
-                          grad_clip=grad_clip)
+                          grad_clip=grad_clip, sync_batchnorm=sync_batchnorm)
     check_output(out)
     saving = Saving(out / "checkpoint", checkpoint_every, distributed)
     feature_list, ignore_list = parse_names(features, "--features"), parse_names(ignore, "--ignore")

@@ -41,7 +41,6 @@ def sweep(
 ):
     """Run (or resume) the sweep of an experiment file, then write its report into OUT/report. Under
     torchrun, every run on a backbone trains once across the processes (docs/finetune.md)."""
-    from ..report import write_report
     from ..sweep.executors import EXECUTORS
     from ..sweep.experiment import ENGINES, load_experiment
     from ..sweep.store import other_version_runs
@@ -68,7 +67,7 @@ def sweep(
         stop(distributed)
     if not is_main(distributed):
         return  # rank 0 writes the report
-    written = write_report(summary, out / "report", exp.report.formats)
+    written = write_sweep_report(summary, out, out / "report", exp.report.formats)
     if "md" in exp.report.formats:
         typer.echo((out / "report" / "table.md").read_text())
     typer.echo(f"sweep {exp.name}: {len(list((out / 'runs').iterdir()))} runs in {out}, "
@@ -149,10 +148,10 @@ def report(
     criterion: Optional[str] = typer.Option(
         None, help="label-free criteria for 'no group labels anywhere', comma-separated: va_gi_wga, va_wca, "
                    "va_avg (default: the experiment's report.label_free)"),
-    out: Optional[Path] = typer.Option(None, help="folder for the tables and wga.png (default: FOLDER/report)"),
+    out: Optional[Path] = typer.Option(None, help="folder for the tables, wga.png and report.html (default: "
+                                                           "FOLDER/report)"),
 ):
     """Write the sweep's table (Markdown, CSV, LaTeX), its WGA plot, and (html) one page with the figures."""
-    from ..report import write_report
     from ..report.tables import LABEL_FREE, WRITERS
 
     path = folder / "summary.json"
@@ -164,13 +163,22 @@ def report(
         raise MemawareError(f"{path}: cannot read ({type(err).__name__})") from None
     formats = parse_list(format, (*WRITERS, "html"), "--format")
     label_free = parse_list(criterion, LABEL_FREE, "--criterion") if criterion else None
-    check_output(out or folder / "report")
-    tables = tuple(f for f in formats if f != "html")
-    written = write_report(summary, out or folder / "report", tables, label_free)
+    out = out or folder / "report"
+    check_output(out)
+    written = write_sweep_report(summary, folder, out, formats, label_free)
+    if "md" in formats:
+        typer.echo((out / "table.md").read_text())
+    typer.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
+def write_sweep_report(summary: dict, folder: Path, out: Path, formats, label_free=None) -> list[Path]:
+    """The report of the sweep `folder` into `out`: its table in each of `formats` (md, csv, tex), the WGA
+    plot, and with html the self-contained page of `memaware.report.html`; the paths written."""
+    from ..report import write_report
+
+    written = write_report(summary, out, [f for f in formats if f != "html"], label_free)
     if "html" in formats:
         from ..report.html import sweep_html, write_html
 
-        written.append(write_html(sweep_html(summary, folder, label_free), (out or folder / "report") / "report.html"))
-    if "md" in formats:
-        typer.echo(written[tables.index("md")].read_text())
-    typer.echo(f"wrote {', '.join(str(p) for p in written)}")
+        written.append(write_html(sweep_html(summary, folder, label_free), out / "report.html"))
+    return written

@@ -53,11 +53,12 @@ class FeatureAlignment(PenultimateFeatures, DomainMethod):
     space = {"gamma": lambda rng: float(10 ** rng.uniform(-1, 1))}
     distance = staticmethod(mmd)
 
-    def loss(self, logits, y, idx):
-        ce = F.cross_entropy(logits, y)
+    def loss(self, output, y, idx):
         if not self.learns_features:
-            return ce
-        return ce + self.hparams["gamma"] * pairwise_penalty(self.features(idx), self.domains[idx], self.distance)
+            return F.cross_entropy(output, y)
+        logits, features = self.logits_and_features(output)
+        penalty = pairwise_penalty(features, self.domains[idx], self.distance)
+        return F.cross_entropy(logits, y) + self.hparams["gamma"] * penalty
 
 
 @register()

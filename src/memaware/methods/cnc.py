@@ -1,13 +1,14 @@
 """Correct-n-Contrast (CnC, Zhang et al.): contrast examples that an ERM model confuses by its spurious view.
 
-Stage 1 trains a copy of the model by ERM for `first_steps` steps (as JTT does); its predictions on the
-train split stand for the spurious attribute. Stage 2, the loop, trains the model from its initial
-weights on (1 - lam) CE + lam * contrastive loss over the normalised penultimate features z of the batch:
-for an anchor i, positives are examples of the same class that the first model predicts differently,
-negatives examples of another class that it predicts the same; each (anchor, positive) pair adds
--log(exp(z_i.z_p / t) / (exp(z_i.z_p / t) + sum_n exp(z_i.z_n / t))), averaged per anchor, then over
-anchors with a positive. Groups are not used. Features: see `features` (a linear model has none to
-learn: CnC then trains on (1 - lam) CE, without a first model).
+Stage 1 trains a copy of the model by ERM for `first_epochs` passes over the train split (in epochs, as
+JTT's first model); its predictions on the train split stand for the spurious attribute. Stage 2, the
+loop, trains the model from its initial weights on (1 - lam) CE + lam * contrastive loss over the
+normalised penultimate features z of the batch: for an anchor i, positives are examples of the same class
+that the first model predicts differently, negatives examples of another class that it predicts the same;
+each (anchor, positive) pair adds -log(exp(z_i.z_p / t) / (exp(z_i.z_p / t) + sum_n exp(z_i.z_n / t))),
+averaged per anchor, then over anchors with a positive. Groups are not used. Features: see `features`,
+those of the batch's forward pass (a linear model has none to learn: CnC then trains on (1 - lam) CE,
+without a first model).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 from .base import register
 from .features import PenultimateFeatures
-from .two_stage import train_first_model
+from .two_stage import train_for_epochs
 
 
 def contrastive_loss(z: torch.Tensor, y: torch.Tensor, spurious: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -36,30 +37,30 @@ def contrastive_loss(z: torch.Tensor, y: torch.Tensor, spurious: torch.Tensor, t
 @register()
 class CorrectNContrast(PenultimateFeatures):
     name = "cnc"
-    defaults = {"first_steps": 100, "lam": 0.5, "temperature": 0.1}
-    bounds = {"first_steps": (1, float("inf")), "lam": (0.0, 1.0), "temperature": (1e-3, float("inf"))}
-    space = {"first_steps": lambda rng: int(round(10 ** rng.uniform(1, 3))),
+    defaults = {"first_epochs": 2.0, "lam": 0.5, "temperature": 0.1}
+    bounds = {"first_epochs": (0.01, 1000.0), "lam": (0.0, 1.0), "temperature": (1e-3, float("inf"))}
+    space = {"first_epochs": lambda rng: float(rng.choice([1, 2, 5, 10])),
              "lam": lambda rng: float(rng.choice([0.25, 0.5, 0.75])),
              "temperature": lambda rng: float(rng.choice([0.05, 0.1, 0.5]))}
 
     def wrap_model(self, model):
         from ..train.loop import predict_logits
 
-        model = super().wrap_model(model)
+        trained = super().wrap_model(model)
         if self.learns_features:
-            first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
+            first = train_for_epochs(model, self.ctx, self.hparams["first_epochs"], self.name)
             self.spurious = predict_logits(first, self.ctx.x).argmax(1)
         else:  # no contrastive term to feed: no first model
             self.spurious = torch.zeros_like(self.ctx.y)
-        return model
+        return trained
 
-    def loss(self, logits, y, idx):
+    def loss(self, output, y, idx):
         lam = self.hparams["lam"]
-        ce = (1 - lam) * F.cross_entropy(logits, y)
         if not self.learns_features:
-            return ce
-        z = F.normalize(self.features(idx), dim=1)
-        return ce + lam * contrastive_loss(z, y, self.spurious[idx], self.hparams["temperature"])
+            return (1 - lam) * F.cross_entropy(output, y)
+        logits, features = self.logits_and_features(output)
+        contrastive = contrastive_loss(F.normalize(features, dim=1), y, self.spurious[idx], self.hparams["temperature"])
+        return (1 - lam) * F.cross_entropy(logits, y) + lam * contrastive
 
     def state_dict(self):
         return {"spurious": self.spurious}

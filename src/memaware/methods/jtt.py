@@ -12,7 +12,7 @@ import torch
 
 from ..errors import MemawareError
 from .base import Method, WeightedSampler, register
-from .two_stage import epochs_to_steps, train_first_model, training_errors
+from .two_stage import train_for_epochs, training_errors
 
 
 def jtt_weights(error: torch.Tensor, upweight: float) -> torch.Tensor:
@@ -30,8 +30,7 @@ class JTT(Method):
              "upweight": lambda rng: float(rng.choice([4, 5, 6, 20, 50, 100]))}
 
     def wrap_model(self, model):
-        steps = epochs_to_steps(self.hparams["first_epochs"], len(self.ctx.y), self.ctx.config.batch_size)
-        first = train_first_model(model, self.ctx, steps, self.name)
+        first = train_for_epochs(model, self.ctx, self.hparams["first_epochs"], self.name)
         self.errors = training_errors(first, self.ctx.x, self.ctx.y)
         if len(torch.unique(self.ctx.y[self.errors == 0])) < 2:
             raise MemawareError("jtt: the first model predicts a single class, so its errors are a whole class; "

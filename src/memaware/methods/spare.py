@@ -1,19 +1,19 @@
 """SPARE (Yang et al.): groups found by clustering an early ERM model's outputs, then balanced by sampling.
 
-Stage 1 trains a copy of the model by ERM for a few steps (`first_steps`: early in training, where
-simplicity bias makes the output reflect the spurious feature). Within each class, its softmax outputs
-are clustered by k-means into `clusters` clusters (seeded random initial centres, 50
-Lloyd iterations). Stage 2, the loop, trains the model from its initial weights on batches drawing
-example i with probability proportional to |cluster(i)|^(-power): power 1 makes every cluster equally
-likely. (The paper picks the number of clusters per class by silhouette score; here it is a
-hyperparameter.) Groups are not used.
+Stage 1 trains a copy of the model by ERM for `first_epochs` passes over the train split (default 1,
+searched over 1 and 2, SpuCo's grid for SPARE: early in training, where simplicity bias makes the output
+reflect the spurious feature). Within each class, its softmax outputs are clustered by k-means into
+`clusters` clusters (seeded random initial centres, 50 Lloyd iterations). Stage 2, the loop, trains the
+model from its initial weights on batches drawing example i with probability proportional to
+|cluster(i)|^(-power): power 1 makes every cluster equally likely. (The paper picks the number of
+clusters per class by silhouette score; here it is a hyperparameter.) Groups are not used.
 """
 from __future__ import annotations
 
 import torch
 
 from .base import Method, WeightedSampler, register
-from .two_stage import train_first_model
+from .two_stage import train_for_epochs
 
 KMEANS_ITERATIONS = 50
 
@@ -53,16 +53,16 @@ def spare_weights(clusters: torch.Tensor, power: float) -> torch.Tensor:
 @register()
 class SPARE(Method):
     name = "spare"
-    defaults = {"first_steps": 50, "clusters": 2, "power": 1.0}
-    bounds = {"first_steps": (1, float("inf")), "clusters": (1, 100), "power": (0.0, float("inf"))}
-    space = {"first_steps": lambda rng: int(round(10 ** rng.uniform(1, 2.5))),
+    defaults = {"first_epochs": 1.0, "clusters": 2, "power": 1.0}
+    bounds = {"first_epochs": (0.01, 1000.0), "clusters": (1, 100), "power": (0.0, float("inf"))}
+    space = {"first_epochs": lambda rng: float(rng.choice([1, 2])),
              "clusters": lambda rng: int(rng.choice([2, 3, 4])),
              "power": lambda rng: float(rng.choice([0.5, 1.0, 2.0]))}
 
     def wrap_model(self, model):
         from ..train.loop import predict_logits
 
-        first = train_first_model(model, self.ctx, self.hparams["first_steps"], self.name)
+        first = train_for_epochs(model, self.ctx, self.hparams["first_epochs"], self.name)
         outputs = torch.softmax(predict_logits(first, self.ctx.x), 1).cpu()
         self.clusters = class_clusters(outputs, self.ctx.y, self.ctx.n_classes, int(self.hparams["clusters"]),
                                        self.ctx.generator)

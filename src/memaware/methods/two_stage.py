@@ -2,7 +2,7 @@
 
 The first model is a copy of the model the loop is about to train (same architecture and initial
 weights), trained by plain ERM with the run's TrainConfig (optimizer, lr, batch size, weight decay)
-for a given number of steps, on all training examples or a pool of them.
+for a given number of steps (or epochs: JTT, CnC, SPARE), on all training examples or a pool of them.
 """
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def train_first_model(model: nn.Module, ctx: TrainContext, steps: int | None, na
 def epochs_to_steps(epochs: float, n: int, batch_size: int | None) -> int:
     """Optimizer steps for `epochs` passes over `n` examples in batches of `batch_size` (None: full batch)."""
     return max(1, math.ceil(epochs * n / (batch_size or n)))
+
+
+def train_for_epochs(model: nn.Module, ctx: TrainContext, epochs: float, name: str) -> nn.Module:
+    """`train_first_model` for `epochs` passes over the train split, in batches of the run's batch size."""
+    batch_size = None if ctx.config is None else ctx.config.batch_size
+    return train_first_model(model, ctx, epochs_to_steps(epochs, len(ctx.y), batch_size), name)
 
 
 def split_head(model: nn.Module, name: str) -> tuple[nn.Module, nn.Linear]:

@@ -192,7 +192,7 @@ class Report(Strict):
     """What `memaware report` shows by default."""
 
     label_free: Literal["va_gi_wga", "va_wca", "va_avg"] = "va_gi_wga"
-    formats: list[Literal["md", "csv", "tex"]] = ["md", "csv", "tex"]
+    formats: list[Literal["md", "csv", "tex", "html"]] = ["md", "csv", "tex"]  # html: one page with the figures
 
 
 class Execution(Strict):

@@ -47,7 +47,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("text", "text model: AdamW with linear decay",
            {"optimizer": "adamw", "lr_schedule": "linear", "arch": "linear"},
            {"lr": 1e-5, "batch_size": 32, "weight_decay": 1e-4},
-           {"lr": log_uniform(-6, -4), "batch_size": int_pow2(4, 6)}),
+           {"lr": log_uniform(-6, -4), "batch_size": int_pow2(4, 6), "weight_decay": log_uniform(-6, -3)}),
     Family("mlp", "coloured-MNIST MLP (two hidden layers of 390, ReLU): Adam",
            {"optimizer": "adam", "arch": "mlp", "hidden": [390, 390], "zero_init_head": False,
             "lr_schedule": "constant"},

@@ -28,5 +28,7 @@ class TrainConfig(BaseModel):
                           "horizontal flips; False trains on the evaluation form (the centre crop)")
     batchnorm: Literal["train", "frozen"] = Field("train", description="whole networks: 'frozen' keeps every "
                                                   "BatchNorm layer in evaluation mode (its running statistics fixed)")
+    sync_batchnorm: bool = Field(True, description="under torchrun, BatchNorm layers normalise with the statistics "
+                                 "of the global batch (as one process would); False: of each process's part")
     seed: int = 0
     device: str = "cpu"

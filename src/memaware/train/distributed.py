@@ -5,14 +5,16 @@ runs the model on its own contiguous part of that batch, and gathers the logits 
 method then sees the global batch on every process: its loss, its state updates (GroupDRO's weights,
 XRM's flips, LfF's averages...) and its random draws are the same everywhere. The gradient that reaches
 a process's logits is the global loss's, times the number of processes, because DistributedDataParallel
-averages the processes' gradients: each step equals a single process's step on the global batch
-(BatchNorm layers excepted: they normalise with the statistics of each process's part, the usual DDP
-recipe). Evaluation, outputs and checkpoints are rank 0's.
+averages the processes' gradients: each step equals a single process's step on the global batch.
+BatchNorm layers normalise with the statistics of the global batch too (`global_batchnorm`, while a run
+trains with `TrainConfig.sync_batchnorm`, the default), or else with those of each process's part (the
+plain DDP recipe, without the collectives of every BatchNorm layer). Evaluation, outputs and checkpoints are rank 0's.
 
 No module state: `start_from_environment` (the CLI's entry) returns a `Distributed` that is passed down.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import MemawareError
 
@@ -31,6 +34,7 @@ if torch.distributed.is_available():
     import torch.distributed.nn  # noqa: F401
 
 TIMEOUT = datetime.timedelta(hours=1)  # rank 0 evaluates while the others wait at the next step
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # the layers that global_batchnorm replaces
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,29 @@ class Distributed:
         self.share(*model.buffers())  # older torch skips the buffers' first broadcast with broadcast_buffers=False
         return wrapped
 
+    @contextlib.contextmanager
+    def global_batchnorm(self, model: nn.Module):
+        """Within the block, `model`'s BatchNorm layers are GlobalBatchNorm layers sharing their parameters and
+        buffers: in training they normalise with the statistics of the global batch. After it, the original
+        layers are back (their statistics updated). A BatchNorm of another class (timm's BatchNormAct2d...)
+        is a MemawareError: its forward pass does more than normalise."""
+        others = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)
+                         and type(m) not in BATCHNORMS})
+        if others:
+            raise MemawareError(f"sync_batchnorm: the network's {', '.join(others)} layers are not torch's BatchNorm "
+                                f"and cannot normalise over the global batch; train with sync_batchnorm false "
+                                f"(memaware run --no-sync-batchnorm)")
+        layers = [(parent, name, layer) for parent in model.modules() for name, layer in parent.named_children()
+                  if type(layer) in BATCHNORMS]
+        synced = nn.SyncBatchNorm if self.device_of().type == "cuda" else GlobalBatchNorm
+        for parent, name, layer in layers:
+            setattr(parent, name, sharing(synced, layer, self.group))
+        try:
+            yield
+        finally:
+            for parent, name, layer in layers:
+                setattr(parent, name, layer.train(getattr(parent, name).training))
+
     def barrier(self) -> None:
         import torch.distributed as dist
 
@@ -118,6 +145,73 @@ class Distributed:
         if self.main:
             self.barrier()
         return result
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """BatchNorm over the global batch on the CPU, where torch's SyncBatchNorm is refused: in training, the
+    statistics of every process's part from two differentiable all-reduces (the sums, then the squared
+    deviations); in evaluation, the running statistics."""
+
+    def __init__(self, num_features: int, eps: float, momentum: float | None, affine: bool,
+                 track_running_stats: bool, process_group=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        self.process_group = process_group
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2 dimensions (batch, channels), got {x.dim()}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
+        totals = SumOverProcesses.apply(torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])]),
+                                        self.process_group)
+        count = totals[-1].detach()
+        centred = x - (totals[:-1] / count).view(shape)
+        var = SumOverProcesses.apply(centred.pow(2).sum(dims), self.process_group) / count
+        self.track(totals[:-1].detach() / count, var.detach(), float(count))
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.weight is not None:
+            out = out * self.weight.view(shape)
+        return out if self.bias is None else out + self.bias.view(shape)
+
+    @torch.no_grad()
+    def track(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
+        """BatchNorm's update of the running statistics (the variance unbiased), in place."""
+        if not self.track_running_stats:
+            return
+        self.num_batches_tracked.add_(1)
+        factor = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+        self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+        self.running_var.mul_(1 - factor).add_(var * count / max(count - 1, 1), alpha=factor)
+
+
+def sharing(cls: type, layer: _BatchNorm, group) -> _BatchNorm:
+    """A `cls` layer (nn.SyncBatchNorm or GlobalBatchNorm) with `layer`'s settings and the same parameter and
+    buffer tensors."""
+    synced = cls(layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats, group)
+    for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        setattr(synced, name, getattr(layer, name))
+    return synced.train(layer.training)
+
+
+class SumOverProcesses(torch.autograd.Function):
+    """The sum of a tensor over the processes of `group` (None: the default group); backward: the sum of
+    the gradients, since every process's loss depends on the sum."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.group = group
+        total = tensor.clone()
+        dist.all_reduce(total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return SumOverProcesses.apply(grad.contiguous(), ctx.group), None
 
 
 class GatherBatch(torch.autograd.Function):

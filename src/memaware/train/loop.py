@@ -1,6 +1,7 @@
 """The one training loop: a method + data + configuration -> a model and its metric history."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from dataclasses import dataclass, field
@@ -253,14 +254,12 @@ def fit(
     inputs = batch_inputs(train, config, everything)
     optimizer = make_optimizer(model, config)
     if distributed is not None:
-        check_distributable(method)
         distributed.share(*method.state_dict().values())  # first-stage models may differ across GPUs
     resumable = (model, optimizer, method, sampler, inputs)
     fingerprint = None if checkpoint is None else run_fingerprint(method, config, train.y, heldout)
     start = 0
     if checkpoint is not None:
         start, history = restore_state(checkpoint, fingerprint, *resumable, tracker)
-    module = model if distributed is None else distributed.wrap(model)
     if on_start is not None:
         on_start(predictor)
 
@@ -284,16 +283,19 @@ def fit(
         if callback is not None:
             callback(step, record)
 
-    optimize(module, config, sampler, batch_loss, after_step, method.registry_name, optimizer=optimizer, start=start)
+    with global_batchnorm(distributed, config, model):
+        module = model if distributed is None else distributed.wrap(model)
+        optimize(module, config, sampler, batch_loss, after_step, method.registry_name, optimizer=optimizer,
+                 start=start)
     return run_result(method, config, heldout, history, tracker, predictor)
 
 
-def check_distributable(method: Method) -> None:
-    """Several processes train one model from the logits of the global batch: refuse a method whose loss
-    recomputes the network's features outside its forward pass."""
-    if getattr(method, "learns_features", False):
-        raise MemawareError(f"method '{method.registry_name}' is not available with several processes yet: its "
-                            f"loss recomputes the network's features")
+def global_batchnorm(distributed: Distributed | None, config: TrainConfig, model: nn.Module):
+    """The context in which `model` trains: under several processes with `config.sync_batchnorm`, its
+    BatchNorm layers normalise over the global batch (Distributed.global_batchnorm)."""
+    if distributed is None or not config.sync_batchnorm:
+        return contextlib.nullcontext()
+    return distributed.global_batchnorm(model)
 
 
 def batch_inputs(train: Split, config: TrainConfig, everything: bool) -> Callable[..., torch.Tensor]:

@@ -91,7 +91,8 @@ class Worker:
         key = json.dumps(net, sort_keys=True)
         if key not in self.data:
             recipe = network(net["name"], image_size=net["image_size"], pretrained=net["pretrained"])
-            self.data[key] = stream(read_layout("images", self.folder), recipe, cache_dir=self.work / "cache")
+            self.data[key] = stream(read_layout("images", self.folder), recipe, workers=0,
+                                    cache_dir=self.work / "cache")  # pool workers may start no processes
         return self.data[key]
 
     def phase1(self, kind: str, row: str):

@@ -182,6 +182,38 @@ def test_gradient_clipping_bounds_the_step(images):
     assert float((after - before).norm()) == pytest.approx(0.5 * 1e-3, rel=1e-3)
 
 
+def test_without_augmentation_training_batches_are_the_evaluation_form(images):
+    train, idx = images.get("train"), torch.tensor([3, 0, 7])
+    plain = train.x.train_batches(0, augment=False)(idx)
+    assert torch.equal(plain, train.x[idx]) and plain.shape[-1] == SIZE
+    assert not torch.equal(train.x.train_batches(0)(idx), plain.float() / 255)
+
+
+def batchnorm_statistics(model) -> torch.Tensor:
+    return torch.cat([m.running_mean for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+
+
+@pytest.mark.parametrize("mode", ["train", "frozen"])
+def test_frozen_batchnorm_keeps_its_statistics_and_trains_the_rest(images, mode):
+    config = CONFIG.model_copy(update={"batchnorm": mode, "checkpoint_freq": 0})
+    model = images.build_model(config, torch.Generator().manual_seed(0))
+    before, conv = batchnorm_statistics(model).clone(), model[0].body[0].weight.detach().clone()
+    result = fit(images, "erm", config, model=model)
+    assert not torch.equal(model[0].body[0].weight, conv)
+    assert torch.equal(batchnorm_statistics(result.model), before) == (mode == "frozen")
+    assert result.model.training and result.model[0].body[1].training == (mode == "train")
+
+
+def test_random_weights_keep_the_architecture_and_follow_the_seed(tmp_path):
+    folder = image_folder(tmp_path, n=16)
+    stem = lambda net, seed: net.classifier(2, CONFIG, torch.Generator().manual_seed(seed))[0].body.net._conv_stem  # noqa: E731
+    pretrained, fresh = network("efficientnet_lite0", image_size=32), network("efficientnet_lite0", image_size=32, pretrained=False)
+    assert fresh.pretrained is False and stream(read_layout("images", folder), fresh, workers=0).network is fresh
+    first, again, other = (stem(fresh, s).weight for s in (0, 0, 1))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert stem(pretrained, 0).weight.shape == first.shape and not torch.allclose(stem(pretrained, 0).weight, first)
+
+
 def test_efficientnet_lite0_fine_tunes_from_its_pretrained_weights(tmp_path):
     data = stream(read_layout("images", image_folder(tmp_path, n=16)), network("efficientnet_lite0", image_size=32),
                   workers=0)

@@ -11,6 +11,7 @@ training file, test items from its test file. The 64 x 64 images go through Imag
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,21 @@ WATER = np.array([[20, 60, 125], [80, 145, 205]], dtype=np.float32)
 # Items are drawn semi-transparent, which makes them harder to tell apart than the backgrounds (at full
 # opacity ERM's test worst group was 0.85 against 0.94 on average; at 0.6 it is 0.69 against 0.88).
 ITEM_OPACITY = 0.6
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a benchmark's images are made: the (y, a) group sizes of each split (scaled by make_images'
+    `scale`), the item classes of y = 0 and y = 1, the items' opacity, and the side of the images (composed
+    at 64 px, then each block of 64 / image_size pixels averaged)."""
+
+    group_sizes: dict[str, tuple[int, int, int, int]] = field(default_factory=lambda: dict(GROUP_SIZES))
+    classes: tuple[tuple[int, ...], tuple[int, ...]] = (GARMENTS, FOOTWEAR)
+    opacity: float = ITEM_OPACITY
+    image_size: int = IMAGE_SIZE
+
+
+BACKGROUNDS = Recipe()
 
 
 def fashion_unavailable(folder: Path = FASHION_DIR) -> str | None:
@@ -100,29 +116,31 @@ def water(rng: np.random.Generator, n: int, size: int = IMAGE_SIZE) -> np.ndarra
     return (1 - level) * WATER[0] + level * WATER[1] + rng.normal(0, 10, (n, size, size, 1)).astype(np.float32)
 
 
-def paste(backgrounds: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """uint8 images: each 28 x 28 grey item drawn at ITEM_OPACITY over its background at a random position."""
+def paste(backgrounds: np.ndarray, items: np.ndarray, rng: np.random.Generator,
+          opacity: float = ITEM_OPACITY) -> np.ndarray:
+    """uint8 images: each 28 x 28 grey item drawn at `opacity` over its background at a random position."""
     n, size = len(items), backgrounds.shape[1]
     out = backgrounds.copy()
     ys, xs = rng.integers(0, size - 28 + 1, n), rng.integers(0, size - 28 + 1, n)
     grey = items.astype(np.float32)[..., None]
-    alpha = ITEM_OPACITY * np.minimum(1.0, grey / 64.0)
+    alpha = opacity * np.minimum(1.0, grey / 64.0)
     for i in range(n):
         patch = out[i, ys[i]:ys[i] + 28, xs[i]:xs[i] + 28]
         out[i, ys[i]:ys[i] + 28, xs[i]:xs[i] + 28] = (1 - alpha[i]) * patch + alpha[i] * grey[i]
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def group_counts(split: str, scale: float) -> tuple[int, ...]:
-    return tuple(max(2, round(c * scale)) for c in GROUP_SIZES[split])
+def group_counts(split: str, scale: float, recipe: Recipe = BACKGROUNDS) -> tuple[int, ...]:
+    return tuple(max(2, round(c * scale)) for c in recipe.group_sizes[split])
 
 
-def choose_items(labels: np.ndarray, counts: tuple[int, ...], rng, exclude: np.ndarray | None = None):
-    """Indices of items for each group (y, a), in group order; y decided by the item's class."""
+def choose_items(labels: np.ndarray, counts: tuple[int, ...], rng, exclude: np.ndarray | None = None,
+                 classes: tuple[tuple[int, ...], tuple[int, ...]] = (GARMENTS, FOOTWEAR)):
+    """Indices of items for each group (y, a), in group order; y decided by the item's class (`classes[y]`)."""
     taken = np.zeros(len(labels), dtype=bool) if exclude is None else exclude.copy()
     chosen = []
     for g, count in enumerate(counts):
-        pool = np.flatnonzero(np.isin(labels, FOOTWEAR if g // 2 else GARMENTS) & ~taken)
+        pool = np.flatnonzero(np.isin(labels, classes[g // 2]) & ~taken)
         if count > len(pool):
             raise DataError(f"not enough Fashion-MNIST items for group {g // 2},{g % 2}: {count} > {len(pool)}")
         pick = rng.choice(pool, count, replace=False)
@@ -131,24 +149,34 @@ def choose_items(labels: np.ndarray, counts: tuple[int, ...], rng, exclude: np.n
     return chosen, taken
 
 
-def make_images(scale: float = 1.0, seed: int = 0, folder: Path = FASHION_DIR):
-    """(images uint8 (n, 64, 64, 3), y, a, split) for the three splits."""
+def make_images(scale: float = 1.0, seed: int = 0, folder: Path = FASHION_DIR, recipe: Recipe = BACKGROUNDS):
+    """(images uint8 (n, S, S, 3), y, a, split) for the three splits, S = recipe.image_size."""
     rng = np.random.default_rng(seed)
     sources = {"train": read_fashion("train", folder), "test": read_fashion("t10k", folder)}
     images, ys, attrs, splits = [], [], [], []
     used = None
     for split in ("train", "val", "test"):
         items, labels = sources["test" if split == "test" else "train"]
-        picks, taken = choose_items(labels, group_counts(split, scale), rng, None if split == "test" else used)
+        picks, taken = choose_items(labels, group_counts(split, scale, recipe), rng,
+                                    None if split == "test" else used, recipe.classes)
         used = taken if split != "test" else used
         for g, pick in enumerate(picks):
             y, a = g // 2, g % 2
             background = (water if a else land)(rng, len(pick))
-            images.append(paste(background, items[pick], rng))
+            images.append(downscale(paste(background, items[pick], rng, recipe.opacity), recipe.image_size))
             ys.append(np.full(len(pick), y))
             attrs.append(np.full(len(pick), a))
             splits.append(np.full(len(pick), split))
     return np.concatenate(images), np.concatenate(ys), np.concatenate(attrs), np.concatenate(splits)
+
+
+def downscale(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images (n, 64, 64, 3) at `size` px, each block of 64 / size pixels averaged (64 % size == 0)."""
+    factor = images.shape[1] // size
+    if factor == 1:
+        return images
+    blocks = images.reshape(len(images), size, factor, size, factor, 3).mean((2, 4))
+    return np.round(blocks).astype(np.uint8)
 
 
 def build_images(folder: Path, scale: float = 1.0, seed: int = 0, fashion_mnist: str | None = None) -> None:

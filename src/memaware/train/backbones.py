@@ -192,6 +192,14 @@ def xrm_phase1(data, config: TrainConfig, end_to_end: bool | None = None, callba
     return xrm(frozen_features(data, config), config, callback=callback, **run)
 
 
+def phase1_data(data, config: TrainConfig, end_to_end: bool = False):
+    """What a phase-1 model (XRM's twins, cross-fitting's folds, EIIL's reference model) trains on: the frozen
+    features of a pretrained backbone (`frozen_features`, the paper's recipe) unless `end_to_end`; else `data`
+    itself (features, or a StreamData: its network trains end to end, as a randomly initialised one must)."""
+    network = getattr(data, "network", None)
+    return frozen_features(data, config) if network is not None and network.pretrained and not end_to_end else data
+
+
 def frozen_features(data, config: TrainConfig):
     """The Dataset of the pretrained backbone's features (evaluation form of the inputs) with `data`'s labels."""
     import dataclasses

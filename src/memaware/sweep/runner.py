@@ -145,9 +145,10 @@ def run_dir(root: Path, key: str) -> Path:
 
 def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None,
                    reuse_other_versions: bool = False, distributed: Distributed | None = None) -> dict:
-    """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy. Under torchrun: see the
+    """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy. A network trains on a
+    pretrained backbone's frozen features unless `phase1_finetune`, else end to end. Under torchrun: see the
     module's docstring."""
-    from ..heldout import crossfit, xrm
+    from ..heldout import train_phase1
 
     if distributed is not None and spec.network is None:  # in-memory features: rank 0 alone
         return distributed.from_main(lambda: execute_phase1(spec, root, data, reuse_other_versions))
@@ -155,11 +156,8 @@ def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None,
 
     def train():
         loaded = (data or DataCache())(spec.dataset, spec.dataset_args, spec.network)
-        if spec.network is not None:  # XRM on a pretrained backbone's frozen features, or twin networks
-            from ..train.backbones import xrm_phase1
-
-            return xrm_phase1(loaded, config, spec.network["phase1_finetune"] or None, distributed=distributed)
-        return xrm(loaded, config) if spec.source == "xrm" else crossfit(loaded, spec.folds, config)
+        end_to_end = spec.network is not None and spec.network["phase1_finetune"]
+        return train_phase1(loaded, spec.source, config, spec.folds, end_to_end, distributed=distributed)
 
     train_unfinished(folder, reuse_other_versions, distributed, train,
                      lambda held: save_phase1(folder, spec, held, config.device))

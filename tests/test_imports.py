@@ -27,7 +27,8 @@ def within(name: str, package: str) -> bool:
 
 
 def test_the_relative_imports_of_a_module_resolve_to_memaware_modules():
-    assert {"memaware.methods.base", "memaware.train.config", "memaware.errors"} <= imports_of(SRC / "train" / "loop.py")
+    loop = imports_of(SRC / "train" / "loop.py")
+    assert {"memaware.methods.base", "memaware.train.config", "memaware.errors"} <= loop
     assert "memaware.methods.afr" in imports_of(SRC / "methods" / "__init__.py")
 
 

@@ -2,8 +2,8 @@
 model, and the group methods on them (`eiil+groupdro`, `eiil+rwg`, `eiil+subg`; `eiil+irm` is in irm).
 
 A reference model is trained by ERM on the train split (the run's TrainConfig) as phase 1 sees it
-(`memaware.train.backbones.phase1_data`): the model `config.arch` on features, a linear head of that kind
-on a pretrained backbone's frozen features, or a randomly initialised network trained end to end. For the
+(`memaware.train.backbones.phase1_data`): the model `config.arch` on features (a pretrained backbone's
+frozen features among them), or a randomly initialised network trained end to end. For the
 examples of a split, with g_i the derivative of example i's cross-entropy with respect to a scale on the
 reference logits (IRM's, `methods.irm.irm_scale_gradient`), soft assignments q_i = sigmoid(u_i) maximise
 the IRM penalty of the two environments, (mean_i q_i g_i)^2 + (mean_i (1 - q_i) g_i)^2, by Adam

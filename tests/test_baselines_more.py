@@ -9,12 +9,13 @@ import torch.nn.functional as F
 import memaware as mw
 from memaware.data import Dataset, make_figure1, make_multiclass
 from memaware.errors import MemawareError
-from memaware.heldout.eiil import eiil, eiil_environments
+from memaware.heldout.eiil import eiil
 from memaware.methods import create
 from memaware.methods.alignment import coral, mmd, pairwise_penalty
 from memaware.methods.cnc import contrastive_loss
 from memaware.methods.cvar import cvar
 from memaware.methods.dfr_val import L1_GRID
+from memaware.methods.eiil import eiil_environments
 from memaware.methods.focal import focal_loss
 from memaware.methods.irm import irm_penalty, irm_scale_gradient
 from memaware.methods.ldam import ldam_logits, ldam_margins

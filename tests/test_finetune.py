@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 import memaware.cli.core  # noqa: F401  (registers the commands)
 from memaware.cli import app
 from memaware.data.layouts import read_layout
-from memaware.data.stream import random_resized_crop, stream
+from memaware.data.stream import ImageInputs, random_resized_crop, stream
 from memaware.errors import DataError, MemawareError
 from memaware.methods import REGISTRY, Method, create
 from memaware.train import TrainConfig, fit
-from memaware.heldout import xrm
-from memaware.train.backbones import NOT_FOR_NETWORKS, check_method, network, xrm_networks, xrm_phase1
+from memaware.heldout import eiil, train_phase1, xrm
+from memaware.train.backbones import network
 from memaware.train.loop import predict_logits
 
 SIZE = 16  # training resolution of the test images (cached at 18 px)
@@ -73,7 +73,7 @@ CONFIG = TrainConfig(steps=6, batch_size=16, lr=0.1, checkpoint_freq=3)
 
 @pytest.fixture(scope="module")
 def heldout(images):
-    return xrm_networks(images, CONFIG)
+    return xrm(images, CONFIG)  # twin networks trained end to end
 
 
 def test_split_dataset_yields_each_example_with_its_position_under_shuffling_and_two_workers(identities):
@@ -148,12 +148,11 @@ def test_same_seed_same_numbers_other_seed_other_augmentation(images):
     assert torch.equal(logits[0], logits[1]) and not torch.equal(logits[0], logits[2])
 
 
-NETWORK_METHODS = sorted(n for n in REGISTRY if not (n in NOT_FOR_NETWORKS or n.startswith("eiil")))
 HPARAMS = {"jtt": {"first_epochs": 10.0}, "mat": {"tau": 1.0}}  # tau 1: this phase 1 is nearly perfect
 
 
-@pytest.mark.parametrize("name", NETWORK_METHODS)
-def test_every_method_that_applies_trains_a_cnn_end_to_end(images, heldout, name):
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_method_trains_a_cnn_end_to_end(images, heldout, name):
     generator = torch.Generator().manual_seed(0)
     model = images.build_model(CONFIG, generator)
     first_conv = copy.deepcopy(model[0].body[0].weight)
@@ -164,12 +163,6 @@ def test_every_method_that_applies_trains_a_cnn_end_to_end(images, heldout, name
     assert torch.isfinite(logits).all() and logits.abs().sum() > 0  # the head starts at zero
     trained_conv = next(m.weight for m in result.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert not torch.equal(trained_conv.cpu(), first_conv)
-
-
-@pytest.mark.parametrize("name", ["dfr-val", "eiil+groupdro"])
-def test_methods_that_do_not_apply_yet_are_refused(name):
-    with pytest.raises(MemawareError, match=re.escape(f"method '{name}' is not available with --backbone yet")):
-        check_method(name, create(name))
 
 
 def test_gradient_clipping_bounds_the_step(images):
@@ -226,23 +219,77 @@ def test_efficientnet_lite0_fine_tunes_from_its_pretrained_weights(tmp_path):
 
 
 def test_phase1_of_a_random_cnn_trains_twin_networks_end_to_end(images, heldout):
-    again = xrm_phase1(images, CONFIG)
+    again = train_phase1(images, "xrm", CONFIG)
     assert torch.equal(again.logits, heldout.logits) and heldout.logits.shape == (32, 2)
     assert set(heldout.inferred) == {"train", "val", "test"}
 
 
-def test_phase1_of_a_pretrained_backbone_runs_xrm_on_its_frozen_features(tmp_path):
-    data = stream(read_layout("images", image_folder(tmp_path, n=16)), network("efficientnet_lite0", image_size=32),
-                  workers=0)
+def test_a_part_of_a_split_yields_the_examples_its_positions_name(identities):
+    rows = np.flatnonzero(identities.mask("train"))
+    positions = torch.tensor([7, 2, 30, 3])
+    part = identities.get("train").x.subset(positions)
+    assert len(part) == 4 and identity_of(part[0:4]).tolist() == rows[positions].tolist()
+    assert identity_of(part[torch.tensor([2])]).tolist() == [rows[30]]
+
+
+def test_crossfit_networks_predict_their_held_out_fold(images):
+    """Each network trains end to end on the other folds; the planted core feature is learned, so held-out
+    logits misaligned with their examples (a position off) would predict about half of the labels."""
+    crossfit = train_phase1(images, "crossfit", CONFIG.model_copy(update={"steps": 30}), folds=2)
+    train_y = torch.as_tensor(images.y[images.mask("train")])
+    assert crossfit.source == "crossfit2" and crossfit.logits.shape == (32, 2)
+    assert (crossfit.logits.argmax(1) == train_y).float().mean() >= 0.9
+    assert set(crossfit.inferred) == {"train", "val", "test"} and crossfit.inferred["test"].float().mean() <= 0.1
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """EfficientNet-Lite0 on 16 images of 32 px, and its frozen features computed by hand."""
+    folder = image_folder(tmp_path_factory.mktemp("pretrained"), n=16)
+    data = stream(read_layout("images", folder), network("efficientnet_lite0", image_size=32), workers=0)
     config = CONFIG.model_copy(update={"steps": 4, "batch_size": 4})
     encoder = data.build_model(config, torch.Generator().manual_seed(0))[0]
     features = np.zeros((16, 1280), np.float32)
     for s in ("train", "val", "test"):
         features[data.mask(s)] = predict_logits(encoder, data.get(s).x).numpy()
-    by_hand = xrm(dataclasses.replace(data.labels, x=features), config)
-    frozen = xrm_phase1(data, config)
+    return data, config, dataclasses.replace(data.labels, x=features)
+
+
+@pytest.mark.parametrize("source", ["xrm", "crossfit"])
+def test_phase1_of_a_pretrained_backbone_trains_on_its_frozen_features(pretrained, source):
+    data, config, features = pretrained
+    by_hand = train_phase1(features, source, config, folds=2)
+    frozen = train_phase1(data, source, config, folds=2)
     assert torch.allclose(frozen.logits, by_hand.logits, atol=1e-5) and frozen.logits.shape == (8, 2)
-    assert not torch.equal(xrm_phase1(data, config, end_to_end=True).logits, frozen.logits)
+    assert not torch.equal(train_phase1(data, source, config, folds=2, end_to_end=True).logits, frozen.logits)
+
+
+def test_eiil_of_a_pretrained_backbone_infers_groups_from_its_frozen_features(pretrained):
+    data, config, features = pretrained
+    frozen, by_hand = eiil(data, config), eiil(features, config)
+    assert torch.allclose(frozen.logits, by_hand.logits, atol=1e-5)
+    assert all(torch.equal(frozen.inferred[s], by_hand.inferred[s]) for s in ("train", "val", "test"))
+
+
+def test_dfr_val_retrains_the_head_on_the_frozen_bodys_evaluation_features_chunk_by_chunk(images, monkeypatch):
+    """DFR^Va: the validation features are the frozen body's, in evaluation mode (BatchNorm's running
+    statistics, left as they are by the training that follows), computed chunk by chunk (4 examples here):
+    no pass through the network takes more than a training batch (8), though the validation split has 16."""
+    make_inputs = ImageInputs.__init__
+
+    def small_chunks(self, *args):
+        make_inputs(self, *args)
+        self.eval_batch = 4
+
+    monkeypatch.setattr(ImageInputs, "__init__", small_chunks)
+    model = images.build_model(CONFIG, torch.Generator().manual_seed(0))
+    passes = []  # the examples of every pass through the encoder and its copies
+    model[0].register_forward_hook(lambda module, inputs, out: passes.append(len(out)))
+    method = create("dfr-val")
+    result = fit(images, method, CONFIG.model_copy(update={"batch_size": 8}), model=model)
+    assert max(passes) == 8 and 4 in passes and len(images.get("val")) == 16
+    assert torch.equal(method.features, predict_logits(result.model[0], images.get("val").x))
+    assert not result.model[0].training
 
 
 def text_folder(root):
@@ -309,14 +356,26 @@ def test_cli_runs_a_backbone_on_a_layout_folder(tmp_path):
     assert (out / "heldout.npz").is_file() and (out / "models" / "mat" / "seed-0.pt").is_file()
 
 
+def test_cli_trains_networks_with_crossfit_dfr_val_and_eiil(tmp_path):
+    folder, out = image_folder(tmp_path / "imgs"), tmp_path / "out"
+    result = invoke("run", "--data", folder, "--backbone", "cnn", "--heldout", "crossfit", "--folds", 2,
+                    "--methods", "mat,dfr-val,eiil+groupdro", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["phase1"]["source"] == "crossfit2"
+    assert {name: r["setting"]["train_groups"] for name, r in results["methods"].items()} == {
+        "mat": "none", "dfr-val": "true", "eiil+groupdro": "eiil"}
+    assert all((out / "models" / name / "seed-0.pt").is_file() for name in results["methods"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--backbone", "cnn", "--standardize"], "--standardize, --features and --ignore apply to feature files"),
-    (["--backbone", "cnn", "--methods", "dfr-val"], "method 'dfr-val' is not available with --backbone yet"),
-    (["--backbone", "cnn", "--heldout", "crossfit"], "--heldout crossfit is not available with --backbone yet"),
+    (["--backbone", "cnn", "--heldout", "crossfit"], "cross-fitting with 5 folds needs at least 5 training examples, "
+                                                      "got 4"),
     (["--backbone", "resnet9"], "unknown backbone 'resnet9'"),
     (["--backbone", "cnn", "--layout", "texts"], "not a texts folder"),
     (["--backbone", "cnn", "--lr-schedule", "cosine"], "--lr-schedule"),
-], ids=["standardize", "dfr-val", "crossfit", "unknown-backbone", "wrong-layout", "schedule"])
+], ids=["standardize", "crossfit-folds", "unknown-backbone", "wrong-layout", "schedule"])
 def test_cli_backbone_bad_input_exit_2_one_line_nothing_left(tmp_path, args, message):
     folder, out = image_folder(tmp_path / "imgs", n=8), tmp_path / "out"
     result = invoke("run", "--data", folder, "--out", out, *FAST, *args)

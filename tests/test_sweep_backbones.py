@@ -103,6 +103,20 @@ def test_analyze_scores_a_network_sweep_run_with_the_network_it_selected(swept, 
     assert not (tmp_path / "b").exists()
 
 
+def test_a_backbone_sweep_cross_fits_networks_and_trains_dfr_val_and_eiil(tmp_path):
+    raw = {**experiment(image_folder(tmp_path / "imgs", n=32)), "methods": ["mat", "dfr-val", "eiil+groupdro"],
+           "phase1": {"source": "crossfit", "folds": 2}, "search": {"combinations": 1, "seeds": [0],
+                                                                   "criteria": ["va_wga"]}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(raw))
+    result = sweep(tmp_path / "exp.yaml", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {r["method"] for r in summary["results"]} == {"mat", "dfr-val", "eiil+groupdro"}
+    assert all(len(r["runs"]) == 1 and not r["failed"] for r in summary["results"])
+    phase1 = json.loads(next((tmp_path / "out" / "phase1").glob("*/spec.json")).read_text())["spec"]["phase1"]
+    assert (phase1["source"], phase1["folds"], phase1["network"]["name"]) == ("crossfit", 2, "cnn")
+
+
 def test_runs_on_features_keep_their_keys():
     spec = RunSpec("figure1", {"n": 60}, "erm", {}, {"steps": 3, "seed": 0}, None)
     before = {"dataset": "figure1", "dataset_args": {"n": 60}, "method": "erm", "hparams": {},
@@ -141,19 +155,13 @@ def test_the_family_defaults_to_the_backbones_kind(tmp_path):
     ({"backbone": {"name": "cnn", "epochs": 3}}, "datasets.0.backbone.epochs: Extra inputs are not permitted"),
     ({"family": "linear"}, "family 'linear' trains a head on features; a backbone trains with resnet, cnn, bert"),
     ({"name": "texts"}, "backbone 'cnn' takes images, but layout 'texts' holds texts"),
-    ({"phase1": {"source": "crossfit"}}, "phase1 source crossfit is not available with a backbone yet"),
-    ({"methods": ["erm", "dfr-val"]}, "datasets.0: method 'dfr-val' is not available with a backbone yet"),
     ({"features": "resnet"}, "datasets.0: family 'resnet' fine-tunes a whole network: give the data set a backbone"),
-], ids=["no-backbone", "not-a-layout", "unknown", "no-weights", "small", "extra", "family", "modality", "crossfit",
-        "method", "resnet-on-features"])
+], ids=["no-backbone", "not-a-layout", "unknown", "no-weights", "small", "extra", "family", "modality",
+        "resnet-on-features"])
 def test_bad_backbone_entries_are_one_line_errors_naming_the_field(tmp_path, edit, message):
     raw = experiment(tmp_path)
     entry = raw["datasets"][0]
-    if "phase1" in edit:
-        raw["phase1"] = edit["phase1"]
-    elif "methods" in edit:
-        raw["methods"] = edit["methods"]
-    elif "features" in edit:
+    if "features" in edit:
         raw["datasets"][0] = {"name": "figure1", "family": edit["features"]}
     else:
         entry.update(edit)

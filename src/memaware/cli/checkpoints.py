@@ -1,9 +1,10 @@
 """`memaware run --checkpoint-every N` and `torchrun ... -m memaware run`: where each training run of the
 command keeps its checkpoint, and which process writes.
 
-OUT/checkpoint/ holds phase1.pt (XRM, while it trains), phase1.npz (phase 1's result once done) and
-METHOD-seedSEED.pt per run (kept after its last step, so a rerun does not train it again). The same
-command, rerun after a kill, resumes every run from there; once the outputs are written the folder is removed.
+OUT/checkpoint/ holds phase1.pt (XRM, while it trains) or phase1-foldK.pt (cross-fitting's fold K, kept once
+that fold is done), phase1.npz (phase 1's result once done) and METHOD-seedSEED.pt per run (kept after its
+last step, so a rerun does not train it again). The same command, rerun after a kill, resumes every run from
+there; once the outputs are written the folder is removed.
 A checkpoint of other settings is an error (memaware.train.resume). Under torchrun, rank 0 writes.
 """
 from __future__ import annotations

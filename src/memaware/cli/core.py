@@ -265,8 +265,9 @@ def run(
                                           "(default: up to 8)"),
     lr_schedule: str = typer.Option("constant", help="constant, or linear decay to 0"),
     grad_clip: Optional[float] = typer.Option(None, help="clip the gradient's norm to this"),
-    phase1_finetune: bool = typer.Option(False, help="--backbone: XRM trains twin networks end to end even for a "
-                                         "pretrained backbone (default: on its frozen features)"),
+    phase1_finetune: bool = typer.Option(False, help="--backbone: phase 1 (XRM's twins, cross-fitting's folds) trains "
+                                         "networks end to end even for a pretrained backbone (default: on its "
+                                         "frozen features)"),
     checkpoint_every: Optional[int] = typer.Option(None, help="write OUT/checkpoint/ every this many steps; the same "
                                                    "command, rerun after a kill, resumes from it"),
     sync_batchnorm: bool = typer.Option(True, help="under torchrun: BatchNorm normalises with the global batch's "
@@ -299,7 +300,7 @@ def run(
         dataset = open_data(data, feature_list, ignore_list)
         one_cpu_thread()
     else:
-        check_network_options(method_objs, heldout, standardize, feature_list or ignore_list)
+        check_network_options(standardize, feature_list or ignore_list)
         dataset = saving.first_on_main(lambda: open_stream(data, layout, backbone, weights, image_size, max_length,
                                                             workers))
     stats = dataset.standardization() if standardize else None
@@ -339,16 +340,10 @@ def run(
     stdout.print(f"wrote {out / 'results.json'}, models/ and predictions/ in {elapsed:.1f} s")
 
 
-def check_network_options(method_objs: dict, heldout: str, standardize: bool, columns) -> None:
+def check_network_options(standardize: bool, columns) -> None:
     """--backbone trains on a folder of images or texts: refuse what only applies to features."""
-    from ..train.backbones import check_method
-
     if standardize or columns:
         raise MemawareError("--standardize, --features and --ignore apply to feature files, not to --backbone")
-    if heldout == "crossfit":
-        raise MemawareError("--heldout crossfit is not available with --backbone yet: use xrm or a logits file")
-    for name, method in method_objs.items():
-        check_method(name, method)
 
 
 def open_stream(data: str, layout: str | None, backbone: str, weights: Path | None, image_size: int,
@@ -376,10 +371,11 @@ def check_criterion(select: str) -> None:
 
 
 def run_phase1(dataset, source: str, folds: int, config, update, end_to_end: bool = False, saving=None):
-    """Held-out logits and inferred groups by XRM or cross-fitting, with a progress bar (a whole network:
-    XRM on its frozen features if pretrained, else, or with `end_to_end`, twin networks). With `saving`'s
-    checkpoints, a finished phase 1 is read back and an unfinished XRM resumes."""
-    from ..heldout import crossfit, xrm
+    """Held-out logits and inferred groups by XRM or cross-fitting, with a progress bar (a whole network: on
+    its frozen features if pretrained, else, or with `end_to_end`, networks trained end to end). With
+    `saving`'s checkpoints, a finished phase 1 is read back, an unfinished XRM resumes, and so does
+    cross-fitting, fold by fold."""
+    from ..heldout import train_phase1
 
     saving = saving or Saving(None, None, None)
     done = saving.phase1_done()
@@ -388,15 +384,7 @@ def run_phase1(dataset, source: str, folds: int, config, update, end_to_end: boo
     total = config.steps * (folds if source == "crossfit" else 1)
     counter = iter(range(1, total + 1))
     tick = lambda step, record: update(f"phase 1: {source}", next(counter), total)  # noqa: E731
-    run = saving.run_options("phase1")
-    if hasattr(dataset, "network"):  # a whole network: on its frozen features, or twin networks
-        from ..train.backbones import xrm_phase1
-
-        phase1 = xrm_phase1(dataset, config, end_to_end or None, callback=tick, **run)
-    elif source == "xrm":
-        phase1 = xrm(dataset, config, callback=tick, **run)
-    else:  # cross-fitting's K runs restart as a whole
-        phase1 = crossfit(dataset, folds, config, callback=tick)
+    phase1 = train_phase1(dataset, source, config, folds, end_to_end, callback=tick, **saving.run_options("phase1"))
     return saving.phase1_finished(phase1)
 
 

@@ -5,12 +5,14 @@ uint8 (n, H, W, 3), in memory or in a .npy file that later runs map. Texts are t
 `max_length` tokens. Every split's inputs are then fetched by example position, the same positions that
 index a method's per-example state (MAT's shift, XRM's labels, JTT's error set):
 - `split_inputs.dataset()` is a torch Dataset whose item i is (input, i), for DataLoaders with workers;
-- `split_inputs[idx]` is the evaluation form of a batch (images centre-cropped to the training size);
+- `split_inputs[idx]` is the evaluation form of a batch (images centre-cropped to the training size), and
+  `split_inputs.subset(idx)` those examples as inputs of their own (evaluated chunk by chunk);
 - `split_inputs.train_batches(seed)(idx)` is the training form, augmented on the batch's device (images:
   random resized crop and horizontal flip, drawn from a generator seeded by `seed`).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -140,6 +142,13 @@ class SplitInputs:
 
     def __getitem__(self, key) -> torch.Tensor:
         return self.raw(key)
+
+    def subset(self, key) -> "SplitInputs":
+        """The inputs of the examples `key` (a slice or positions), themselves fetched by position (k: the
+        k-th of `key`): a part of a split to predict chunk by chunk."""
+        part = copy.copy(self)
+        part.rows = self.rows[self.positions(key)]
+        return part
 
     def dataset(self) -> "ExampleDataset":
         """A torch Dataset of (input, position); for loader workers, take the split on the CPU (data.get(name))."""

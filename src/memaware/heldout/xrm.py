@@ -18,19 +18,8 @@ from ..data.dataset import SPLITS, Dataset
 from ..methods.base import Method, batched_group_mean_losses, group_mean_losses, per_run
 from ..train.config import TrainConfig
 from ..train.loop import fit, predict_logits
-from ..train.models import build_model, reset_parameters
+from ..train.models import Twins, model_for, reset_parameters
 from .base import HeldOut, is_degenerate, split_labels
-
-
-class Twins(nn.Module):
-    """Two models of the same architecture; forward returns their stacked logits (2, B, K)."""
-
-    def __init__(self, first: nn.Module, second: nn.Module):
-        super().__init__()
-        self.twins = nn.ModuleList([first, second])
-
-    def forward(self, x):
-        return torch.stack([m(x) for m in self.twins])
 
 
 def flip_probability(heldout_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,8 +96,10 @@ def xrm(data: Dataset, config: TrainConfig | None = None, model: nn.Module | Non
         callback=None, **run) -> HeldOut:
     """Run XRM on `data` and return held-out logits and inferred groups for every split.
 
-    `model` (optional) is one twin's architecture; the second twin is a deep copy re-initialised when
-    the model has parameters drawn at random (the default linear head starts at zero in both).
+    `data`: features (twin models of `config.arch`), or a StreamData (twin networks trained end to end; for a
+    pretrained backbone's frozen features, see `memaware.train.backbones.phase1_data`). `model` (optional)
+    is one twin's architecture; the second twin is a deep copy re-initialised when the model has parameters
+    drawn at random (the default linear head starts at zero in both).
     `run`: `fit`'s `checkpoint` and `distributed`.
     """
     config = config or TrainConfig()
@@ -119,9 +110,9 @@ def xrm(data: Dataset, config: TrainConfig | None = None, model: nn.Module | Non
 
 
 def build_twins(data: Dataset, config: TrainConfig) -> Twins:
-    """The two models of `config.arch` that XRM starts from (from a generator seeded by the run's seed)."""
+    """The two models that XRM starts from (`model_for` the data, from a generator seeded by the run's seed)."""
     generator = torch.Generator().manual_seed(config.seed + 1_000_003)
-    return Twins(*(build_model(data.n_features, data.n_classes, config, generator) for _ in range(2)))
+    return Twins(*(model_for(data, config, generator) for _ in range(2)))
 
 
 def _reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -134,7 +125,7 @@ def _reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
 def _heldout_from_twins(data: Dataset, twins: Twins, method: XRMTwins, device) -> HeldOut:
     logits = {}
     for split in SPLITS:
-        x = torch.as_tensor(data.x[data.mask(split)]).to(device)
+        x = data.get(split, device).x
         logits[split] = torch.stack([predict_logits(m, x) for m in twins.twins])  # (2, n, K)
     return heldout_from_twin_logits(data, logits, method)
 

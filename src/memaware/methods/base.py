@@ -139,8 +139,26 @@ class Method:
 
     @property
     def group_source(self) -> str | None:
-        """Which group labels training uses: 'true', 'inferred' or None."""
+        """Which group labels training uses: 'true', 'inferred', 'eiil' or None."""
         return self.hparams.get("groups") if self.needs_groups else None
+
+    def training_groups(self, data, train, heldout, config) -> tuple[torch.Tensor | None, int]:
+        """The group ids of the train split `train` (and their number) that training may use, per
+        `group_source`: the true groups, phase 1's inferred ones (`heldout`), or EIIL's, inferred here from
+        the train split's labels (memaware.methods.eiil); (None, 0) for a method that uses no groups."""
+        if not self.needs_groups:
+            return None, 0
+        if self.group_source == "eiil":
+            from .eiil import eiil_train_groups
+
+            return eiil_train_groups(data, train, config), train.n_classes * 2
+        if self.group_source == "true":
+            if train.a is None:
+                raise MemawareError(f"{self.registry_name} needs true group labels: the data has no 'a'")
+            return train.groups, train.n_groups
+        if heldout is None or "train" not in heldout.inferred:
+            raise MemawareError(f"{self.registry_name} needs inferred groups: run phase 1 (XRM) first")
+        return train.y * 2 + heldout.inferred["train"].to(train.y.device), train.n_classes * 2
 
     def setup(self, ctx: TrainContext) -> None:
         """Build per-example or per-group state; called once before training."""

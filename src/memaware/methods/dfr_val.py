@@ -1,8 +1,10 @@
 """DFR on validation data (DFR^Va, Kirichenko et al.): the last layer retrained on group-balanced validation data.
 
 Stage 1 trains a copy of the model by ERM on the train split for `first_steps` steps (default: the
-run's steps; skipped for a linear model, whose features are the inputs) and freezes its body. The
-validation split (TrainContext.val, with its true groups) is cut at random into two halves. For each
+run's steps; skipped for a linear model, whose features are the inputs) and freezes its body, whose
+output on the validation split (TrainContext.val, with its true groups) gives the features of the last
+layer (in evaluation mode, chunk by chunk: for a network, the evaluation form of its inputs). The
+validation split is cut at random into two halves. For each
 L1 strength in L1_GRID, a head trained from the initial weights on a group-balanced subset of the first
 half (every group cut to the smallest, as SUBG draws it) is scored by worst-group accuracy on the second
 half; the best strength (ties: the weaker) is kept. The loop then trains the final head from its initial
@@ -70,6 +72,8 @@ class DFRVal(Method):
     bounds = {"first_steps": (1, float("inf"))}
 
     def wrap_model(self, model):
+        from ..train.loop import predict_logits
+
         val = self.ctx.val
         if val is None or val.a is None or len(val) < 4:
             raise MemawareError("dfr-val needs a validation split with true group labels (at least 4 examples)")
@@ -79,8 +83,7 @@ class DFRVal(Method):
         if has_parameters(body):
             body = split_head(train_first_model(model, self.ctx, self.hparams["first_steps"], self.name), self.name)[0]
         trained = last_layer_model(body, self.head)
-        with torch.no_grad():
-            self.features = trained[0](val.x)
+        self.features = predict_logits(trained[0], val.x)  # in evaluation mode, chunk by chunk
         self.val_y, groups = val.y, val.groups
         self.l1 = torch.tensor(choose_l1(self.head, self.features, val.y, groups, val.n_groups, self.ctx.config,
                                          self.ctx.generator))

@@ -48,7 +48,7 @@ class LfF(Method):
         self.seen = torch.zeros(n, dtype=torch.bool, device=ctx.device)
 
     def wrap_model(self, model):
-        from ..heldout.xrm import Twins
+        from ..train.models import Twins
 
         return Twins(copy.deepcopy(model), model)  # (biased, debiased)
 

@@ -59,9 +59,18 @@ def has_parameters(module: nn.Module) -> bool:
     return next(module.parameters(), None) is not None
 
 
-def last_layer_model(body: nn.Module, head: nn.Linear) -> nn.Sequential:
-    """`body` frozen (no gradient) followed by the trainable `head`."""
-    body = copy.deepcopy(body)
+class FrozenBody(nn.Sequential):
+    """The layers of a body that does not learn: no gradients, and always in evaluation mode (BatchNorm
+    normalises with its running statistics and leaves them as they are), so that the head trained on its
+    output sees the features that it is evaluated with."""
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+def last_layer_model(body: nn.Sequential, head: nn.Linear) -> nn.Sequential:
+    """A copy of the layers of `body`, frozen (`FrozenBody`), followed by the trainable `head`."""
+    body = FrozenBody(*copy.deepcopy(body))
     body.requires_grad_(False)
     return nn.Sequential(body, head)
 

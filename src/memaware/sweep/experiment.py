@@ -64,7 +64,8 @@ class Backbone(Strict):
     weights: str | None = Field(None, description="weights file of torchvision: and timm: backbones")
     image_size: int = Field(224, ge=8, description="training resolution of images")
     max_length: int = Field(128, ge=2, description="tokens kept of each text")
-    phase1_finetune: bool = Field(False, description="XRM trains twin networks even for a pretrained backbone")
+    phase1_finetune: bool = Field(False, description="phase 1 (XRM's twins, cross-fitting's folds) trains networks "
+                                  "end to end even for a pretrained backbone")
     phase1_features: str | None = Field(None, description="XRM on the frozen features of this pretrained backbone "
                                         "(same image size) instead of the default (the backbone's own features if "
                                         "pretrained, else twin networks)")
@@ -264,8 +265,6 @@ class Experiment(Strict):
         for i, entry in enumerate(self.datasets):
             _check_train_values(f"datasets.{i}.train", self.base_train(entry))
             _check_train_values(f"datasets.{i}.phase1", self.phase1_train(entry))
-            if entry.backbone is not None:
-                self._check_network(i)
         for method, fixed in self.hparams.items():
             if method not in self.methods:
                 raise ValueError(f"hparams: method '{method}' is not among methods")
@@ -276,19 +275,6 @@ class Experiment(Strict):
             except MemawareError as err:
                 raise ValueError(f"hparams: {err}") from None
         return self
-
-    def _check_network(self, i: int) -> None:
-        """What a whole network cannot do yet: cross-fitting in phase 1, some methods (docs/finetune.md)."""
-        from ..methods import create
-        from ..train.backbones import check_method
-
-        if self.phase1.source == "crossfit":
-            raise ValueError(f"datasets.{i}: phase1 source crossfit is not available with a backbone yet: use xrm")
-        for method in self.methods:
-            try:
-                check_method(method, create(method, **self.hparams.get(method, {})))
-            except MemawareError as err:
-                raise ValueError(f"datasets.{i}: {str(err).replace('--backbone', 'a backbone')}") from None
 
 
 def read_mapping(path: Path) -> dict:

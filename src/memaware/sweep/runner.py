@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -148,29 +149,43 @@ def run_dir(root: Path, key: str) -> Path:
 
 def execute_phase1(spec: Phase1Spec, root: Path, data: DataCache | None = None,
                    reuse_other_versions: bool = False, distributed: Distributed | None = None) -> dict:
-    """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy. Under torchrun: see the
-    module's docstring."""
-    from ..heldout import crossfit, xrm
+    """Run (or read back) one phase-1 run; returns its key, flip rate and degeneracy. A network trains on a
+    pretrained backbone's frozen features unless `phase1_finetune`, else end to end. Cross-fitting keeps each
+    finished fold (`fold_checkpoints`), so that a killed sweep resumes it fold by fold. Under torchrun: see
+    the module's docstring."""
+    from ..heldout import train_phase1
 
     if distributed is not None and spec.network is None:  # in-memory features: rank 0 alone
         return distributed.from_main(lambda: execute_phase1(spec, root, data, reuse_other_versions))
     folder, config = phase1_dir(root, spec.key), run_config(spec, distributed)
+    checkpoint = fold_checkpoints(root, spec, config.steps)
 
     def train():
-        net = spec.network
-        features = None if net is None else net.get("phase1_features")
+        net, features = spec.network, (spec.network or {}).get("phase1_features")
         recipe = net if features is None else {**net, "name": features, "weights": None, "pretrained": True}
         loaded = (data or DataCache())(spec.dataset, spec.dataset_args, recipe)
-        if net is not None:  # XRM on a pretrained backbone's frozen features, or twin networks
-            from ..train.backbones import xrm_phase1
+        end_to_end = net is not None and not features and net["phase1_finetune"]
+        return train_phase1(loaded, spec.source, config, spec.folds, end_to_end, checkpoint=checkpoint,
+                            distributed=distributed)
 
-            end_to_end = False if features else (net["phase1_finetune"] or None)
-            return xrm_phase1(loaded, config, end_to_end, distributed=distributed)
-        return xrm(loaded, config) if spec.source == "xrm" else crossfit(loaded, spec.folds, config)
+    def save(held):
+        save_phase1(folder, spec, held, config.device)
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint.path.parent, ignore_errors=True)
 
-    train_unfinished(folder, reuse_other_versions, distributed, train,
-                     lambda held: save_phase1(folder, spec, held, config.device))
+    train_unfinished(folder, reuse_other_versions, distributed, train, save)
     return on_main(distributed, lambda: read_phase1(spec, root))
+
+
+def fold_checkpoints(root: Path, spec: Phase1Spec, steps: int):
+    """Cross-fitting's checkpoint in a sweep (None for XRM): each fold's run writes its state after its last
+    step to phase1/KEY.folds/phase1-foldK.pt, beside the phase-1 folder that an interrupted run clears; that
+    folder goes once phase 1 is saved."""
+    from ..train.resume import Checkpointing
+
+    if spec.source != "crossfit":
+        return None
+    return Checkpointing(phase1_dir(root, f"{spec.key}.folds") / "phase1.pt", every=steps)
 
 
 def run_config(spec, distributed: Distributed | None):

@@ -197,18 +197,12 @@ def network(name: str, weights: str | Path | None = None, image_size: int = 224,
     return recipe if pretrained else dataclasses.replace(recipe, pretrained=False)
 
 
-def xrm_phase1(data, config: TrainConfig, end_to_end: bool | None = None, callback=None, **run):
-    """Phase 1 for a whole network (`data` a StreamData): XRM on the frozen features of a pretrained backbone
-    (the paper's recipe), or with twin networks trained end to end (a randomly initialised backbone, or
-    `end_to_end`). Returns a HeldOut, by position in the train split. `run`: `fit`'s `checkpoint` and
-    `distributed`."""
-    from ..heldout import xrm
-
-    if end_to_end is None:
-        end_to_end = not data.network.pretrained
-    if end_to_end:
-        return xrm_networks(data, config, callback, **run)
-    return xrm(frozen_features(data, config), config, callback=callback, **run)
+def phase1_data(data, config: TrainConfig, end_to_end: bool = False):
+    """What a phase-1 model (XRM's twins, cross-fitting's folds, EIIL's reference model) trains on: the frozen
+    features of a pretrained backbone (`frozen_features`, the paper's recipe) unless `end_to_end`; else `data`
+    itself (features, or a StreamData: its network trains end to end, as a randomly initialised one must)."""
+    network = getattr(data, "network", None)
+    return frozen_features(data, config) if network is not None and network.pretrained and not end_to_end else data
 
 
 def frozen_features(data, config: TrainConfig):
@@ -227,31 +221,3 @@ def frozen_features(data, config: TrainConfig):
         x = np.zeros((len(data), features.shape[1]), np.float32) if x is None else x
         x[data.mask(s)] = features
     return dataclasses.replace(data.labels, x=x, info={**data.labels.info, "backbone": data.network.name})
-
-
-def xrm_networks(data, config: TrainConfig, callback=None, **run):
-    """Phase 1 for whole networks: XRM's twins are two networks trained end to end on `data` (a
-    StreamData); returns their HeldOut. `run`: `fit`'s `checkpoint` and `distributed`."""
-    from ..data.dataset import SPLITS
-    from ..heldout.xrm import Twins, XRMTwins, heldout_from_twin_logits
-    from .loop import fit, predict_logits
-
-    generator = torch.Generator().manual_seed(config.seed + 1_000_003)
-    twins = Twins(*(data.build_model(config, generator) for _ in range(2)))
-    method = XRMTwins()
-    fit(data, method, config, model=twins, callback=callback, evaluate_splits=False, **run)
-    logits = {s: torch.stack([predict_logits(m, data.get(s).x) for m in twins.twins]) for s in SPLITS}
-    return heldout_from_twin_logits(data, logits, method)
-
-
-NOT_FOR_NETWORKS = {
-    "dfr-val": "applies the network to the whole validation split at once",
-    "eiil": "infers its groups with a linear model on the inputs",
-}
-
-
-def check_method(name: str, method) -> None:
-    """A MemawareError for a method that cannot train a whole network yet."""
-    reason = NOT_FOR_NETWORKS.get("eiil" if method.group_source == "eiil" else method.name)
-    if reason:
-        raise MemawareError(f"method '{name}' is not available with --backbone yet: it {reason}")

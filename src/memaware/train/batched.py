@@ -28,6 +28,7 @@ from ..methods.base import Method, UniformSampler
 from .config import TrainConfig
 from .loop import (BestTracker, check_finite, evaluation_records, evaluation_values, lr_decay, optimize,
                    prepare, run_result)
+from .models import Twins
 
 SHARED_SETTINGS = ("steps", "device", "optimizer", "lr_schedule", "checkpoint_freq", "arch", "hidden", "bias")
 """Training settings that every run of a stack shares; the others (lr, weight decay, momentum, batch size,
@@ -49,8 +50,6 @@ class NotStackable(MemawareError):
 def towers(module: nn.Module) -> list[list[nn.Linear]] | None:
     """The Linear layers of each model in `module` (XRM's Twins hold two), or None when a model is not
     Flatten, then Linear layers with ReLU between."""
-    from ..heldout.xrm import Twins
-
     out = []
     for model in (module.twins if isinstance(module, Twins) else [module]):
         layers = list(model) if isinstance(model, nn.Sequential) else []

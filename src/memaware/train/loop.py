@@ -17,7 +17,7 @@ from ..methods.base import Method, TrainContext, create
 from ..runinfo import run_info
 from .config import TrainConfig
 from .distributed import Distributed
-from .models import build_model
+from .models import model_for
 from .resume import Checkpointing, restore_state, run_fingerprint, save_state
 
 CRITERIA = {
@@ -133,24 +133,6 @@ def evaluation_records(values: dict[tuple[str, str], torch.Tensor], splits: dict
     per_split = {name: {key: v for (n, key), v in values.items() if n == name} for name in splits}
     n_models = len(next(iter(values.values())))
     return [{name: split_record(per_split[name], s, m) for name, s in splits.items()} for m in range(n_models)]
-
-
-def training_groups(method: Method, train: Split, heldout, config: TrainConfig) -> tuple[torch.Tensor | None, int]:
-    """The group ids (and their number) that `method` may use in training, per its group source
-    (groups="eiil": inferred here by EIIL from the train split's labels)."""
-    if not method.needs_groups:
-        return None, 0
-    if method.group_source == "eiil":
-        from ..heldout.eiil import eiil_train_groups
-
-        return eiil_train_groups(train, config), train.n_classes * 2
-    if method.group_source == "true":
-        if train.a is None:
-            raise MemawareError(f"{method.registry_name} needs true group labels: the data has no 'a'")
-        return train.groups, train.n_groups
-    if heldout is None or "train" not in heldout.inferred:
-        raise MemawareError(f"{method.registry_name} needs inferred groups: run phase 1 (XRM) first")
-    return train.y * 2 + heldout.inferred["train"].to(train.y.device), train.n_classes * 2
 
 
 _FINITE_CHECK_EVERY = 50  # a finiteness check synchronises with the GPU: not on every step
@@ -315,13 +297,12 @@ def prepare(data: Dataset, splits: dict[str, Split], method: Method, config: Tra
     device = torch.device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     train = splits["train"]
-    groups, n_groups = training_groups(method, train, heldout, config)
+    groups, n_groups = method.training_groups(data, train, heldout, config)
     heldout_logits = None if heldout is None else heldout.logits.to(device)
     method.setup(TrainContext(train.x, train.y, data.n_classes, groups, n_groups, heldout_logits, generator, device,
                               config, splits["val"]))
     if model is None:
-        model = (data.build_model(config, generator) if hasattr(data, "build_model")
-                 else build_model(data.n_features, data.n_classes, config, generator))
+        model = model_for(data, config, generator)
     model = method.wrap_model(model.to(device)).to(device).train()
     return model, method.predictor(model), method.sampler(config.batch_size)
 

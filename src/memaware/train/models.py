@@ -1,4 +1,5 @@
-"""Small models for feature inputs: a linear head and an MLP, initialised from a seeded generator."""
+"""Small models for feature inputs (a linear head and an MLP, initialised from a seeded generator), the model
+a run trains when given none, and twin models (XRM's, LfF's pair)."""
 from __future__ import annotations
 
 import math
@@ -21,6 +22,25 @@ def build_model(n_features: int, n_classes: int, config: TrainConfig, generator:
         if not head:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
+
+
+def model_for(data, config: TrainConfig, generator: torch.Generator) -> nn.Module:
+    """The model a run on `data` trains when given none: the data's own network (a StreamData's backbone)
+    or the model `config.arch` on its features, drawn from `generator`."""
+    if hasattr(data, "build_model"):
+        return data.build_model(config, generator)
+    return build_model(data.n_features, data.n_classes, config, generator)
+
+
+class Twins(nn.Module):
+    """Two models of the same architecture; forward returns their stacked logits (2, B, K)."""
+
+    def __init__(self, first: nn.Module, second: nn.Module):
+        super().__init__()
+        self.twins = nn.ModuleList([first, second])
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.twins])
 
 
 def _init_linear(layer: nn.Linear, generator: torch.Generator, zero: bool) -> None:

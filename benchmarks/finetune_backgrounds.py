@@ -130,13 +130,13 @@ def run_job(job: tuple[str, str, int]) -> dict:
     """Train one (row, method, seed), or with method "xrm" the twin networks of the row's phase 1 (seed 0);
     returns its summary with its wall time."""
     from memaware.train import fit
-    from memaware.train.backbones import xrm_phase1
+    from memaware.heldout import train_phase1
 
     row, method, seed = job
     start = time.perf_counter()
     data = WORKER.streamed({**NETWORK, **ROWS[row][2]})
     if method == "xrm":
-        heldout = xrm_phase1(data, row_config(row, 0), end_to_end=True)
+        heldout = train_phase1(data, "xrm", row_config(row, 0), end_to_end=True)
         heldout.save(phase1_path(WORKER.work, "twins", row))
         return {"row": row, "method": method, "seconds": round(time.perf_counter() - start, 1),
                 "flip_rate": heldout.flip_rate}

@@ -177,6 +177,34 @@ def images(args, tmp: Path) -> None:
                       args.warmup, args.steps, batch)
         del plain_model, plain_opt, loader
         report(f"ResNet-50 224 px, batch {batch}", "img/s", ceiling, ours, plain)
+        if args.profile:
+            profile_loop(data, config, args.warmup)
+
+
+def profile_loop(data, config: TrainConfig, warmup: int, steps: int = 10) -> None:
+    """torch.profiler over `steps` of memaware's loop after `warmup`: the operations by GPU time and by host
+    time, and the GPU's busy time against the wall time (what the GPU waits for)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    state = {}
+
+    def callback(step, record):
+        if step == warmup - 1:
+            torch.cuda.synchronize()
+            state["prof"] = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]).__enter__()
+            state["start"] = time.perf_counter()
+        if step == warmup + steps - 1:
+            torch.cuda.synchronize()
+            state["wall"] = time.perf_counter() - state["start"]
+            state["prof"].__exit__(None, None, None)
+
+    fit(data, "erm", config.model_copy(update={"steps": warmup + steps}), callback=callback, evaluate_splits=False)
+    events = state["prof"].key_averages()
+    busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6
+    print(f"profile, batch {config.batch_size}: {steps} steps in {state['wall']:.3f} s wall, GPU busy {busy:.3f} s")
+    print(events.table(sort_by="self_device_time_total", row_limit=20, max_name_column_width=70))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=70))
 
 
 def texts(args, tmp: Path) -> None:
@@ -237,6 +265,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     parser.add_argument("--skip-text", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="also profile memaware's loop at each image batch")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")

@@ -77,7 +77,7 @@ def test_malformed_overrides_are_one_line_errors(assignment, message):
     ("colour: blue", r"e\.yaml: colour: Extra inputs are not permitted"),
     ("methods: [erm, magic]", r"e\.yaml: methods: unknown method 'magic' \(known: .*mat"),
     ("datasets: [{name: nowhere}]", r"e\.yaml: datasets\.0\.name: unknown data set 'nowhere'"),
-    ("datasets: [{name: figure1, family: cnn}]", r"datasets\.0\.family: unknown model family 'cnn'"),
+    ("datasets: [{name: figure1, family: vit}]", r"datasets\.0\.family: unknown model family 'vit'"),
     ("datasets: [{name: figure1, train: {stepz: 3}}]", r"datasets\.0\.train: unknown training setting 'stepz'"),
     ("datasets: [{name: figure1, train: {lr: fast}}]", r"datasets\.0\.train\.lr: Input should be a valid number"),
     ("hparams: {mat: {tua: 1}}", r"hparams: mat: unknown hyperparameter 'tua'"),

@@ -88,8 +88,8 @@ def test_a_combination_is_the_same_across_calls_and_processes_and_the_sweep_seed
 
 
 def test_unknown_family_method_or_negative_index_is_a_one_line_error():
-    with pytest.raises(MemawareError, match="unknown model family 'cnn'"):
-        draw("cnn", "erm", 1)
+    with pytest.raises(MemawareError, match="unknown model family 'vit'"):
+        draw("vit", "erm", 1)
     with pytest.raises(MemawareError, match="unknown method 'nope'"):
         draw("linear", "nope", 1)
     with pytest.raises(MemawareError, match=">= 0"):

@@ -103,6 +103,13 @@ class DataCache:
         self._loaded: dict[tuple[str, str], Any] = {}
         self._on_device: tuple[tuple | None, dict | None] = (None, None)
 
+    def __getstate__(self) -> dict:
+        """What travels to worker processes: the data sets on features; a folder streamed for a network is
+        streamed again there (its images from the decoded cache), since a backbone's recipe holds closures
+        that do not pickle, and splits on a device stay in the process that put them there."""
+        return {"_loaded": {k: v for k, v in self._loaded.items() if not hasattr(v, "network")},
+                "_on_device": (None, None)}
+
     def __call__(self, name: str, args: dict, network: dict | None = None):
         from ..data.registry import load_dataset
 

@@ -171,7 +171,8 @@ def train_step(model: nn.Module, config: TrainConfig, batch_loss, optimizer, sch
     """One optimizer step on the batch at positions `idx`: its loss and logits, detached."""
     loss, logits = batch_loss(idx)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward(torch.ones_like(loss))
+    loss.sum().backward()  # the same gradients as backward(ones): without the explicit gradient, whose shape
+    # check imports torch's symbolic shapes and sympy on a process's first step (0.5 s, 3 s without bytecode caches)
     if config.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()

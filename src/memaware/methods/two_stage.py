@@ -30,7 +30,7 @@ def train_first_model(model: nn.Module, ctx: TrainContext, steps: int | None, na
     sampler = UniformSampler(len(ctx.y), config.batch_size, torch.Generator().manual_seed(seed), pool)
 
     def batch_loss(idx):
-        logits = first(ctx.x[idx])
+        logits = first(ctx.x[idx].to(ctx.device))  # streamed inputs (texts) may be stored on the CPU
         return F.cross_entropy(logits, ctx.y[idx]), logits
 
     optimize(first, config, sampler, batch_loss, name=f"{name} (first stage)")

@@ -240,7 +240,7 @@ def save(path: Path, args, results: list[dict]) -> None:
     from memaware.runinfo import run_info
 
     write_json(path, {"args": vars(args), "base": BASE, "network": NETWORK, "rows": {k: v[:3] for k, v in ROWS.items()},
-                      "info": run_info(), "results": results})
+                      "info": run_info(args.device), "results": results})
 
 
 def parse_args():

@@ -265,6 +265,9 @@ def run(
                                           "(default: up to 8)"),
     lr_schedule: str = typer.Option("constant", help="constant, or linear decay to 0"),
     grad_clip: Optional[float] = typer.Option(None, help="clip the gradient's norm to this"),
+    augment: bool = typer.Option(True, help="--backbone on images: random resized crops and flips in training"),
+    batchnorm: str = typer.Option("train", help="--backbone: train, or frozen (BatchNorm layers in evaluation "
+                                  "mode, their running statistics fixed)"),
     phase1_finetune: bool = typer.Option(False, help="--backbone: phase 1 (XRM's twins, cross-fitting's folds) trains "
                                          "networks end to end even for a pretrained backbone (default: on its "
                                          "frozen features)"),
@@ -290,7 +293,7 @@ def run(
     config = train_config(steps=steps, lr=lr, batch_size=batch_size or None, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, arch=arch, checkpoint_freq=checkpoint_freq, seed=seed_list[0],
                           device=process_device(resolve_device(device), distributed), lr_schedule=lr_schedule,
-                          grad_clip=grad_clip, sync_batchnorm=sync_batchnorm)
+                          grad_clip=grad_clip, augment=augment, batchnorm=batchnorm, sync_batchnorm=sync_batchnorm)
     check_output(out)
     saving = Saving(out / "checkpoint", checkpoint_every, distributed)
     feature_list, ignore_list = parse_names(features, "--features"), parse_names(ignore, "--ignore")

@@ -1,9 +1,10 @@
 """Streaming inputs for whole networks: a RawData (image paths or texts) prepared for one backbone.
 
-Images are decoded once, resized (shorter side) and centre-cropped to a square `cache_size`, and kept as
-uint8 (n, H, W, 3), in memory or in a .npy file that later runs map. Texts are tokenized once to at most
-`max_length` tokens. Every split's inputs are then fetched by example position, the same positions that
-index a method's per-example state (MAT's shift, XRM's labels, JTT's error set):
+Images are decoded once, resized (shorter side) and centre-cropped to a square (the network's `cache_side`,
+by default `cache_size(image_size)`), and kept as uint8 (n, H, W, 3), in memory or in a .npy file that later
+runs map; `image_sizes` chooses a folder's training size, asked for or its images' native size. Texts are
+tokenized once to at most `max_length` tokens. Every split's inputs are then fetched by example position,
+the same positions that index a method's per-example state (MAT's shift, XRM's labels, JTT's error set):
 - `split_inputs.dataset()` is a torch Dataset whose item i is (input, i), for DataLoaders with workers;
 - `split_inputs[idx]` is the evaluation form of a batch (images centre-cropped to the training size);
 - `split_inputs.train_batches(seed)(idx)` is the training form, augmented on the batch's device (images:
@@ -31,12 +32,44 @@ CROP_FRACTION = 0.875  # evaluation: the centre 224 px of a 256 px image
 CROP_SCALE = (0.7, 1.0)  # training: area fraction of the random crop
 CROP_RATIO = (3 / 4, 4 / 3)
 GPU_CACHE_FRACTION = 0.5  # cached images move to a GPU whose free memory is at least twice their size
+DEFAULT_IMAGE_SIZE = 224  # the largest training size a folder's images get when none is asked for
 Progress = Callable[[int, int], None]
 
 
 def cache_size(image_size: int) -> int:
     """Side of the cached square images from which `image_size` crops are taken (256 for 224)."""
     return int(round(image_size / CROP_FRACTION))
+
+
+def native_size(paths: list[str]) -> int:
+    """The shorter side of the smallest of the images `paths`, read from the files' headers."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not paths:
+        raise DataError("no images to read")
+    smallest = None
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                side = min(im.size)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise DataError(f"{path}: cannot read as an image ({type(err).__name__})") from None
+        smallest = side if smallest is None else min(smallest, side)
+    return smallest
+
+
+def image_sizes(paths: list[str], image_size: int | None = None) -> tuple[int, int, str]:
+    """(training size, side of the cached squares, why that size) for the images `paths`. Asked for
+    (`image_size`): that size, cached at cache_size(image_size). By default the images' native size
+    (`native_size`) up to DEFAULT_IMAGE_SIZE, cached at cache_size of it or the native size if smaller: no
+    image is upscaled."""
+    if image_size is not None:
+        return image_size, cache_size(image_size), "asked for"
+    native = native_size(paths)
+    size = min(native, DEFAULT_IMAGE_SIZE)
+    why = (f"the images' native size: the smallest is {native} px on its shorter side" if native == size else
+           f"at most {DEFAULT_IMAGE_SIZE} px by default; the images are at least {native} px on their shorter side")
+    return size, min(cache_size(size), native), why
 
 
 def decode_image(path: str, size: int) -> np.ndarray:
@@ -308,7 +341,8 @@ def stream(raw: RawData, network, *, workers: int | None = None, cache_dir: Path
     labels = raw.with_features(np.zeros((len(raw), 1), np.float32))
     if raw.modality == "image":
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
-        pixels = decode_all(list(raw.items), cache_size(network.image_size), workers, cache_dir, callback)
+        side = network.cache_side or cache_size(network.image_size)
+        pixels = decode_all(list(raw.items), side, workers, cache_dir, callback)
         store = _as_tensor(pixels)
         root = raw.info.get("root")
         files = [os.path.relpath(p, root) if root else p for p in raw.items]

@@ -62,7 +62,8 @@ class Backbone(Strict):
 
     name: str = Field(description="cnn, efficientnet_lite0, minilm, torchvision:ARCH, timm:NAME, hf:FOLDER")
     weights: str | None = Field(None, description="weights file of torchvision: and timm: backbones")
-    image_size: int = Field(224, ge=8, description="training resolution of images")
+    image_size: int | None = Field(None, ge=8, description="training resolution of images (default: the "
+                                   "folder's native size, at most 224)")
     max_length: int = Field(128, ge=2, description="tokens kept of each text")
     phase1_finetune: bool = Field(False, description="XRM trains twin networks even for a pretrained backbone")
 

@@ -101,6 +101,7 @@ class DataCache:
     def __init__(self):
         self._loaded: dict[tuple[str, str], Any] = {}
         self._on_device: tuple[tuple | None, dict | None] = (None, None)
+        self.notes: list[str] = []  # what streaming a folder chose (the size its images train at)
 
     def __call__(self, name: str, args: dict, network: dict | None = None):
         from ..data.registry import load_dataset
@@ -108,7 +109,11 @@ class DataCache:
         recipe = None if network is None else {k: network[k] for k in ("name", "weights", "image_size", "max_length")}
         key = (name, json.dumps([args, recipe], sort_keys=True))
         if key not in self._loaded:
-            self._loaded[key] = load_dataset(name, **args) if recipe is None else streamed(name, args, recipe)
+            if recipe is None:
+                self._loaded[key] = load_dataset(name, **args)
+            else:
+                self._loaded[key], note = streamed(name, args, recipe)
+                self.notes += [f"{name} {args.get('root', '')}: {recipe['name']} {note}"] if note else []
         return self._loaded[key]
 
     def splits(self, name: str, args: dict, device) -> dict:
@@ -125,14 +130,15 @@ class DataCache:
 
 def streamed(layout: str, args: dict, recipe: dict):
     """The folder of `layout` (args: root=FOLDER and the layout's options) streamed for the backbone
-    `recipe` (memaware.data.stream)."""
+    `recipe` (memaware.data.stream), and for images the line saying the size they train at."""
     from ..data.layouts import read_layout
     from ..data.stream import stream
     from ..featurize import default_cache_dir
-    from ..train.backbones import network
+    from ..train.backbones import folder_network
 
-    net = network(recipe["name"], recipe["weights"], recipe["image_size"], recipe["max_length"])
-    return stream(read_layout(layout, **args), net, cache_dir=default_cache_dir())
+    raw = read_layout(layout, **args)
+    net, note = folder_network(raw, recipe["name"], recipe["weights"], recipe["image_size"], recipe["max_length"])
+    return stream(raw, net, cache_dir=default_cache_dir()), note
 
 
 def phase1_dir(root: Path, key: str) -> Path:
@@ -438,6 +444,8 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
         say_network_engine(exp, engine_name)
     first_on_main(distributed, lambda: check_available(exp, data))  # rank 0 fills the image cache
     if main:
+        for note in data.notes:
+            print(note, file=sys.stderr)
         store.remove_stale_temporaries(root)
         store.write_json(root / "experiment.json", exp.model_dump())
     phase1 = run_phase1(exp, root, executor, on_progress, data, reuse_other_versions, batched, distributed)

@@ -1,5 +1,6 @@
 """The size images train at: asked for, or by default the folder's native size (never upscaled), said by
-`memaware run` and `memaware sweep`, kept in the saved recipe that `memaware predict` rebuilds."""
+`memaware run` and `memaware sweep`, kept in the saved recipe that `memaware predict` rebuilds; evaluation
+chunks sized for the evaluating device."""
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ from test_finetune import image_folder, invoke
 from test_sweep_backbones import experiment, sweep
 
 import memaware.cli.predict  # noqa: F401  (registers the command)
-from memaware.data.stream import image_sizes, native_size
+from memaware.data.stream import eval_chunk, image_sizes, native_size
 from memaware.errors import DataError
 from memaware.saved import load_model
 
@@ -44,6 +45,11 @@ def test_native_size_names_an_unreadable_image(tmp_path):
     with pytest.raises(DataError, match=r"1\.png: cannot read as an image") as err:
         native_size(paths)
     assert "\n" not in str(err.value)
+
+
+def test_evaluation_chunks_fit_a_cpu_cache_and_fill_a_gpu():
+    assert [eval_chunk(s, "cpu") for s in (32, 64, 128, 224, 512)] == [64, 16, 4, 1, 1]
+    assert [eval_chunk(s, "cuda") for s in (32, 112, 224, 448)] == [4096, 1024, 256, 256]
 
 
 def cached_sides(folder) -> set[str]:

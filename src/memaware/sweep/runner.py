@@ -486,11 +486,13 @@ def check_available(exp: Experiment, data: DataCache) -> None:
     with a backbone is read and streamed for its network here (in this process, once; its images decoded
     into $MEMAWARE_CACHE, which later processes map): a wrong folder, a missing package or weights file stops
     the sweep before any run."""
-    from ..data.registry import get_dataset
+    from ..data.registry import get_dataset, is_data_file
 
     for entry in exp.datasets:
         if entry.backbone is not None:
             data(entry.name, entry.args, entry.network)
+            continue
+        if is_data_file(entry.name):  # its file was found when the experiment was read
             continue
         reason = get_dataset(entry.name).available()
         if reason:

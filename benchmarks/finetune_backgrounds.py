@@ -59,16 +59,17 @@ class Clock:
         return round(time.perf_counter() - self.start, 1)
 
 
-def write_folder(folder: Path, scale: float, seed: int, source: Path) -> None:
-    """The images as PNGs with metadata.csv (the generic `images` layout); metadata.csv is written last, so
-    a folder that has it is complete."""
+def write_folder(folder: Path, scale: float, seed: int, source: Path, size: int = IMAGE_SIZE) -> None:
+    """The images as PNGs with metadata.csv (the generic `images` layout), resized to `size` px; metadata.csv
+    is written last, so a folder that has it is complete."""
     import pandas as pd
     from PIL import Image
 
     images, y, a, split = make_images(scale, seed, source)
     folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"{i}.png")
+        image = Image.fromarray(image)
+        (image if size == IMAGE_SIZE else image.resize((size, size), Image.BILINEAR)).save(folder / f"{i}.png")
     meta = pd.DataFrame({"filename": [f"{i}.png" for i in range(len(y))], "y": y, "a": a, "split": split})
     tmp = folder / ".metadata.csv.tmp"
     meta.to_csv(tmp, index=False)

@@ -188,7 +188,8 @@ def floors(device: str) -> dict[str, str]:
     CUDA, creating the context, and a first matrix product (cuBLAS's initialisation)."""
     one_liners = {"python -c 'import torch'": "import torch"}
     if device.startswith("cuda"):
-        one_liners["torch.ones(1, device='cuda')"] = "import torch; torch.ones(1, device='cuda'); torch.cuda.synchronize()"
+        one_liners["torch.ones(1, device='cuda')"] = ("import torch; torch.ones(1, device='cuda'); "
+                                                      "torch.cuda.synchronize()")
         one_liners["first cuda matmul"] = ("import torch; a = torch.ones(1024, 1024, device='cuda'); "
                                       "print(float((a @ a).sum()))")
     return one_liners

@@ -101,8 +101,9 @@ def train_config(**fields):
 
 
 def one_cpu_thread() -> None:
-    """Small models train on one CPU thread unless OMP_NUM_THREADS says otherwise: as fast on an idle
-    machine, and many times faster on a busy one, where PyTorch's threads wait for each other."""
+    """Models train on one CPU thread unless OMP_NUM_THREADS says otherwise: small ones as fast on an idle
+    machine, small networks at most 1.6 times slower on an idle 2-core one, and all many times faster on
+    a busy one, where PyTorch's threads wait for each other."""
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:
@@ -301,6 +302,8 @@ def run(
         check_network_options(method_objs, heldout, standardize, feature_list or ignore_list)
         dataset = saving.first_on_main(lambda: open_stream(data, layout, backbone, weights, image_size, max_length,
                                                             workers, saving.main))
+        if config.device == "cpu":  # a network on a CPU too: docs/speed.md, "Small networks on a CPU"
+            one_cpu_thread()
     stats = dataset.standardization() if standardize else None
     if standardize:
         dataset = dataset.standardized()

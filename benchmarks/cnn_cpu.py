@@ -18,13 +18,17 @@ a linear head. The stages alternate between the two loops (memaware's phase 1, t
 that a change in the machine's load affects both alike.
 
     PYTHONPATH=src python benchmarks/cnn_cpu.py                     # one thread, 900 steps
-    PYTHONPATH=src python benchmarks/cnn_cpu.py --threads 2
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/cnn_cpu.py --threads 2
+    PYTHONPATH=src python benchmarks/cnn_cpu.py --plain-channels-last   # the plain loop in memaware's layout
     PYTHONPATH=src python benchmarks/cnn_cpu.py --steps 60 --scale 0.05     # a smoke run
 
 The plain loop is what a competent PyTorch user writes: the decoded images as one normalized float tensor
-in memory, batches drawn from a shuffled pass, the crop and flip of a whole batch by one affine resampling,
-evaluation in batches of 64 in eval mode. It uses no part of memaware. Needs Fashion-MNIST's files
-(--fashion-mnist, Debian's dataset-fashion-mnist) and Pillow.
+in memory (PyTorch's default layout; channels-last with --plain-channels-last), batches drawn from a
+shuffled pass, the crop and flip of a whole batch by one affine resampling, evaluation in batches of 64 in
+eval mode. It uses no part of memaware. The benchmark first times one evaluation of every split in chunks
+of 4096 images (memaware's rule before, the GPU's) and in the CPU's chunks. Prints wall and CPU seconds
+(the process's, which a busy machine inflates less). Needs Fashion-MNIST's files (--fashion-mnist,
+Debian's dataset-fashion-mnist) and Pillow.
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ that a change in the machine's load affects both alike.
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/cnn_cpu.py --threads 2
     PYTHONPATH=src python benchmarks/cnn_cpu.py --plain-channels-last   # the plain loop in memaware's layout
     PYTHONPATH=src python benchmarks/cnn_cpu.py --steps 60 --scale 0.05     # a smoke run
+    PYTHONPATH=src python benchmarks/cnn_cpu.py --step-times 30 --threads 2   # one training step alone
 
 The plain loop is what a competent PyTorch user writes: the decoded images as one normalized float tensor
 in memory (PyTorch's default layout; channels-last with --plain-channels-last), batches drawn from a
@@ -51,7 +52,7 @@ from memaware.data.layouts import read_layout
 from memaware.data.stream import eval_chunk, stream
 from memaware.errors import MemawareError
 from memaware.train import TrainConfig, fit
-from memaware.train.backbones import folder_network, xrm_phase1
+from memaware.train.backbones import folder_network, network, xrm_phase1
 from memaware.train.loop import predict_logits
 
 SIZE = 32
@@ -263,6 +264,24 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}"
 
 
+def step_times(args) -> None:
+    """Print the milliseconds (wall and CPU) of one training step of memaware's CNN on a batch of random
+    32 px images, over args.step_times steps after 3 untimed ones: the threads' effect alone, no data."""
+    model = network("cnn", image_size=SIZE).classifier(2, TrainConfig(), torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x, y = torch.rand(args.batch_size, 3, SIZE, SIZE), torch.randint(0, 2, (args.batch_size,))
+    for i in range(3 + args.step_times):
+        if i == 3:
+            start, cpu = time.perf_counter(), time.process_time()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    wall, cpu = [1000 * t / args.step_times for t in (time.perf_counter() - start, time.process_time() - cpu)]
+    print(f"{args.threads} thread(s), OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}: a step "
+          f"{wall:.0f} ms ({cpu:.0f} ms CPU); {machine()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=900)
@@ -274,8 +293,11 @@ def main() -> None:
     parser.add_argument("--plain-channels-last", action="store_true",
                         help="the plain loop's images and model channels-last, as memaware's (default: PyTorch's)")
     parser.add_argument("--fashion-mnist", default=str(FASHION_DIR), help="folder of Fashion-MNIST's four .gz files")
+    parser.add_argument("--step-times", type=int, metavar="N", help="only time N training steps of the CNN")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.step_times:
+        return step_times(args)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         write_folder(folder, args.scale, 0, Path(args.fashion_mnist), SIZE)

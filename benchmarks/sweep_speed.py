@@ -211,6 +211,11 @@ def time_cli(args) -> None:
     fresh folder, beside the floors (`floors`) timed the same way in the same loop; each wall time and the
     medians. Then the same sweep in this process (its own timer), which must select the same combination
     and test WGA as every command."""
+    import importlib.util
+
+    missing = [name for name in ("typer", "rich", "yaml") if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"--cli runs the memaware command, which needs {', '.join(missing)}: pip install typer rich pyyaml")
     from memaware.cli.core import one_cpu_thread
 
     one_cpu_thread()  # this process's sweep takes the CLI's threads

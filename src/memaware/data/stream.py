@@ -202,7 +202,7 @@ def eval_chunk(image_size: int, device) -> int:
     """Images a chunk of evaluation on `device` takes. On a GPU as many pixels as 256 images of 224 px (up
     to 4096 smaller images), so that small images do not spend an evaluation on launching kernels; on a
     CPU about CPU_EVAL_PIXELS, whose activations stay in its caches (docs/speed.md: 32 px images evaluate
-    3-4 times faster in chunks of 64 than of 4096)."""
+    2-3 times faster in chunks of 64 than of 4096)."""
     if torch.device(device).type == "cpu":
         return max(1, CPU_EVAL_PIXELS // image_size ** 2)
     return min(4096, max(SplitInputs.eval_batch, SplitInputs.eval_batch * 224 ** 2 // image_size ** 2))

@@ -10,11 +10,17 @@ criterion va_wga), the chosen one over seeds 0..9, each 1001 steps with an evalu
     PYTHONPATH=src python benchmarks/sweep_speed.py --device cuda
     PYTHONPATH=src python benchmarks/sweep_speed.py --scaling --csv scaling-cpu.csv   # batched engine only
     PYTHONPATH=src python benchmarks/sweep_speed.py --plot docs/speed-scaling.png scaling-cpu.csv scaling-gpu.csv
+    PYTHONPATH=src python benchmarks/sweep_speed.py --cli 5 [--device cuda --warmup]   # from the shell
 
 Prints, per engine, the time of each stage and of the whole sweep, the peak memory, and the selected
 test WGA (mean over the seeds); then the ratio of the times and the difference of the WGAs. --scaling
 times the batched engine over 1, 10, 100 and 1000 combinations (train split x1) and over the train split
 x1, x10 and x100 (10 combinations), each in a fresh process, and appends a row per sweep to --csv.
+--cli N times the protocol as a user runs it: `python -m memaware sweep FILE --out DIR` (the `memaware`
+command's code) over the features written to a file, in N fresh processes, with the run folders, summary
+and report it writes; beside it, in the same loop, the floor of any such command (`python -c "import
+torch"`; on CUDA also the context and a first matrix product); it prints each wall time and the medians,
+then checks that the commands select the combination and test WGA that the same sweep selects in-process.
 
 The features are generated once and written to an uncompressed .npz file before any sweep; each timed
 sweep loads that file, as a sweep over features on disk does (generating the noise would take longer
@@ -25,7 +31,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,25 +75,39 @@ def waterbirds_shaped(replicate: int = 1, d: int = 2048, noise: float = 0.5, see
     return Dataset(x, y, np.asarray(split), a, name=NAME)
 
 
-def register_features(folder: str, replicate: int = 1) -> None:
+def register_features(folder: str, replicate: int = 1) -> Path:
     """Write the features (`replicate` copies of the train split) to an .npz file in `folder`, and
-    register the data set NAME as that file: sweeps then time loading it, not generating it."""
+    register the data set NAME as that file: sweeps then time loading it, not generating it. Returns the file."""
     data, path = waterbirds_shaped(replicate), Path(folder) / f"{NAME}-x{replicate}.npz"
     np.savez(path, x=data.x, y=data.y, split=data.split, a=data.a)
     DATASETS.pop(NAME, None)
     register_dataset(DatasetSpec(NAME, "synthetic", "Waterbirds-shaped features (issue 9), from a file",
                                  lambda replicate=replicate: load(path, name=NAME), provenance="generated"))
+    return path
 
 
-def experiment(device: str, engine: str, runs: int, combinations: int, seeds: int, steps: int, replicate: int):
-    return validate({
+def protocol(args, engine: str, dataset: dict) -> dict:
+    """The protocol's experiment, as an experiment file's mapping, on `dataset` (a data set entry)."""
+    return {
         "name": f"sweep-speed-{engine}",
-        "datasets": [{"name": NAME, "family": "linear", "args": {"replicate": replicate}}],
+        "datasets": [{**dataset, "family": "linear"}],
         "methods": ["mat"],
-        "train": {"steps": steps, "checkpoint_freq": 50, "device": device, "engine": engine},
-        "phase1": {"source": "xrm", "runs": runs},
-        "search": {"combinations": combinations, "seed": 0, "seeds": list(range(seeds)), "criteria": ["va_wga"]},
-    }, "benchmark")
+        "train": {"steps": args.steps, "checkpoint_freq": 50, "device": args.device, "engine": engine},
+        "phase1": {"source": "xrm", "runs": args.runs},
+        "search": {"combinations": args.combinations, "seed": 0, "seeds": list(range(args.seeds)),
+                   "criteria": ["va_wga"]},
+    }
+
+
+def experiment(args, engine: str):
+    """The protocol on the registered data set NAME (args.replicate copies of the train split)."""
+    return validate(protocol(args, engine, {"name": NAME, "args": {"replicate": args.replicate}}), "benchmark")
+
+
+def selection(summary: dict) -> tuple[int, float, int]:
+    """(combination, test WGA as the mean over the seeds, seeds) that the sweep's criterion va_wga selects."""
+    row = next(r for r in summary["results"] if r["criterion"] == "va_wga")
+    return row["combination"], float(np.mean([r["test_wga"] for r in row["runs"]])), len(row["runs"])
 
 
 class StageClock:
@@ -109,7 +132,7 @@ def sync(device: str) -> None:
 
 
 def time_sweep(args, engine: str) -> dict:
-    exp = experiment(args.device, engine, args.runs, args.combinations, args.seeds, args.steps, args.replicate)
+    exp = experiment(args, engine)
     clock = StageClock()
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -119,16 +142,22 @@ def time_sweep(args, engine: str) -> dict:
         summary = run_sweep(exp, root, on_progress=clock)
         sync(args.device)
         elapsed = time.perf_counter() - start
-    row = next(r for r in summary["results"] if r["criterion"] == "va_wga")
-    wga = float(np.mean([r["test_wga"] for r in row["runs"]]))
+    combination, wga, n_seeds = selection(summary)
     gpu = args.device.startswith("cuda")
     peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"{engine:>8}: {elapsed:.2f} s ({clock}); peak {'GPU memory' if gpu else 'process RSS'} {peak:.2f} GiB; "
-          f"selected combination {row['combination']}, test WGA {wga:.4f} (mean over {len(row['runs'])} seeds)",
-          flush=True)
+          f"selected combination {combination}, test WGA {wga:.4f} (mean over {n_seeds} seeds)", flush=True)
     stages = {s: round(clock.end[s] - clock.start[s], 3) for s in clock.start}
     return {"engine": engine, "device": args.device, "combinations": args.combinations, "replicate": args.replicate,
-            "seconds": round(elapsed, 3), **stages, "peak_gib": round(peak, 3), "test_wga": round(wga, 4)}
+            "seconds": round(elapsed, 3), **stages, "peak_gib": round(peak, 3), "test_wga": round(wga, 4),
+            "combination": combination}
+
+
+def warm_up(args, engines: list[str]) -> None:
+    """One short sweep per engine (CUDA context, kernels) before the timed ones."""
+    warm = argparse.Namespace(**{**vars(args), "runs": 2, "combinations": 2, "seeds": 2, "steps": 60})
+    for engine in engines:
+        time_sweep(warm, engine)
 
 
 SCALING = [(1, 1), (10, 1), (100, 1), (1000, 1), (10, 10), (10, 100)]  # (combinations, train split copies)
@@ -152,6 +181,79 @@ def scaling(args) -> None:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def floors(device: str) -> dict[str, str]:
+    """Python one-liners that a command on `device` pays before any of its work: importing torch and, on
+    CUDA, creating the context, and a first matrix product (cuBLAS's initialisation)."""
+    one_liners = {"python -c 'import torch'": "import torch"}
+    if device.startswith("cuda"):
+        one_liners["torch.ones(1, device='cuda')"] = ("import torch; torch.ones(1, device='cuda'); "
+                                                      "torch.cuda.synchronize()")
+        one_liners["first cuda matmul"] = ("import torch; a = torch.ones(1024, 1024, device='cuda'); "
+                                      "print(float((a @ a).sum()))")
+    return one_liners
+
+
+def wall_time(command: list[str]) -> float:
+    """Seconds the command takes, start to exit; a failed command ends the benchmark with its error output."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed (exit {done.returncode}):\n{(done.stderr or done.stdout)[-3000:]}")
+    return elapsed
+
+
+def time_cli(args) -> None:
+    """The protocol from the shell: the experiment file and the features written once, then `python -m
+    memaware sweep FILE --out DIR` (what the `memaware` command runs) in args.cli fresh processes, each into a
+    fresh folder, beside the floors (`floors`) timed the same way in the same loop; each wall time and the
+    medians. Then the same sweep in this process (its own timer), which must select the same combination
+    and test WGA as every command."""
+    import importlib.util
+
+    missing = [name for name in ("typer", "rich", "yaml") if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"--cli runs the memaware command, which needs {', '.join(missing)}: pip install typer rich pyyaml")
+    from memaware.cli.core import one_cpu_thread
+
+    one_cpu_thread()  # this process's sweep takes the CLI's threads
+    with tempfile.TemporaryDirectory() as tmp:  # the features file, registered for this process's sweep too
+        times, selected = time_commands(args, Path(tmp))
+        print("median: " + ", ".join(f"{label} {statistics.median(t):.2f} s" for label, t in times.items()))
+        if args.warmup:
+            warm_up(args, ["batched"])
+        here = time_sweep(args, "batched")
+    print(f"the commands select {', '.join(f'combination {c}, test WGA {w:.4f}' for c, w in sorted(selected))}; "
+          f"this process: combination {here['combination']}, test WGA {here['test_wga']:.4f}: "
+          f"{'the same' if selected == {(here['combination'], here['test_wga'])} else 'DIFFERENT'}")
+
+
+def time_commands(args, folder: Path) -> tuple[dict[str, list[float]], set[tuple[int, float]]]:
+    """time_cli's commands, args.cli rounds in `folder`: the wall times of each, and the (combination, test WGA)
+    that the sweeps selected."""
+    import yaml
+
+    features = register_features(str(folder), args.replicate)
+    path = folder / "protocol.yaml"
+    path.write_text(yaml.safe_dump(protocol(args, "batched", {"name": str(features), "label": NAME})))
+    commands = {label: [sys.executable, "-c", code] for label, code in floors(args.device).items()}
+    sweep_command = [sys.executable, "-m", "memaware", "sweep", str(path), "--out"]
+    threads = os.environ.get("OMP_NUM_THREADS", "1 (the CLI's default; OMP_NUM_THREADS unset)")
+    print(f"{' '.join(sweep_command)} DIR, {args.cli} fresh processes; {NAME} x{args.replicate} in {features}; "
+          f"device {args.device}, training threads {threads}; floors measured in the same loop", flush=True)
+    times, selected = {label: [] for label in [*commands, "memaware sweep"]}, set()
+    for i in range(args.cli):
+        for label, command in commands.items():
+            times[label].append(wall_time(command))
+        out = folder / f"out-{i}"
+        times["memaware sweep"].append(wall_time(sweep_command + [str(out)]))
+        combination, wga, _ = selection(json.loads((out / "summary.json").read_text()))
+        selected.add((combination, round(wga, 4)))
+        shutil.rmtree(out)
+        print(f"  {i + 1}: " + ", ".join(f"{label} {t[-1]:.2f} s" for label, t in times.items()), flush=True)
+    return times, selected
 
 
 def plot(out: str, paths: list[str]) -> None:
@@ -190,20 +292,21 @@ def main():
     parser.add_argument("--scaling", action="store_true")
     parser.add_argument("--csv", default="sweep-scaling.csv")
     parser.add_argument("--plot", nargs="+", metavar=("PNG", "CSV"))
+    parser.add_argument("--cli", type=int, metavar="N", help="time `memaware sweep` from the shell, N fresh processes")
     args = parser.parse_args()
     if args.plot:
         return plot(args.plot[0], args.plot[1:])
     if args.scaling:
         return scaling(args)
+    if args.cli:
+        return time_cli(args)
     folder = tempfile.TemporaryDirectory()
     register_features(folder.name, args.replicate)
     print(f"{NAME} x{args.replicate}; {args.runs} XRM runs, {args.combinations} MAT combinations, "
           f"{args.seeds} seeds, {args.steps} steps; device {args.device}, torch threads {torch.get_num_threads()}",
           flush=True)
     if args.warmup:
-        warm = argparse.Namespace(**{**vars(args), "runs": 2, "combinations": 2, "seeds": 2, "steps": 60})
-        for engine in args.engines.split(","):
-            time_sweep(warm, engine)
+        warm_up(args, args.engines.split(","))
     rows = [time_sweep(args, engine) for engine in args.engines.split(",")]
     if len(rows) == 2:
         fast, slow = sorted(rows, key=lambda r: r["seconds"])

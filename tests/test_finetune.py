@@ -384,6 +384,23 @@ def test_cli_backbone_bad_input_exit_2_one_line_nothing_left(tmp_path, args, mes
     assert not out.exists()
 
 
+def test_cli_trains_a_network_on_one_cpu_thread_unless_omp_num_threads_says_otherwise(tmp_path, monkeypatch):
+    folder = image_folder(tmp_path / "imgs", n=8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    try:
+        assert invoke("run", "--data", folder, "--backbone", "cnn", "--methods", "erm", "--out", tmp_path / "a",
+                      *FAST).exit_code == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert invoke("run", "--data", folder, "--backbone", "cnn", "--methods", "erm", "--out", tmp_path / "b",
+                      *FAST).exit_code == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # the suite's (conftest)
+
+
 def test_cli_backbone_options_without_a_backbone_are_refused(tmp_path):
     folder = image_folder(tmp_path / "imgs", n=8)
     result = invoke("run", "--data", folder, "--layout", "images", "--out", tmp_path / "o")

@@ -184,5 +184,5 @@ def test_a_missing_folder_stops_the_sweep_before_any_run(tmp_path):
 def test_texts_layout_with_a_text_backbone_validates(tmp_path):
     raw = experiment(text_folder(tmp_path / "t"), name="texts", backbone={"name": "minilm", "max_length": 16})
     entry = validate(raw, "exp.yaml").datasets[0]
-    assert entry.network == {"name": "minilm", "weights": None, "image_size": 224, "max_length": 16,
+    assert entry.network == {"name": "minilm", "weights": None, "image_size": None, "max_length": 16,
                              "phase1_finetune": False, "phase1_features": None, "pretrained": True}

@@ -5,10 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import memaware.cli.sweep  # noqa: F401  (registers the commands)
 from memaware.cli import app
+from memaware.data.io import save
+from memaware.data.synthetic import make_figure1
 from memaware.heldout import HeldOut
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,10 +99,15 @@ def test_a_second_sweep_resumes_without_new_runs(swept):
      "bad.yaml: search.combinations: Input should be greater than 0"),
     ("name: bad\ndatasets: [{name: figure1}]\nmethods: [erm]\n", ["--set", "oops"], "expected KEY=VALUE"),
     ("name: [bad\n", [], "bad.yaml: not valid YAML"),
-])
+    ("name: bad\ndatasets: [{name: nowhere.npz}]\nmethods: [erm]\n", [],
+     "bad.yaml: datasets.0.name: no such data file 'nowhere.npz'"),
+    ("name: bad\ndatasets: [{name: TMP/f.npz, args: {n: 3}}]\nmethods: [erm]\n", [],
+     "bad.yaml: datasets.0: a data file takes the options features, ignore, standardize, not 'n'"),
+], ids=["no-seeds", "negative-combinations", "bad-override", "bad-yaml", "missing-data-file", "data-file-option"])
 def test_a_bad_experiment_file_is_a_one_line_error_with_exit_code_2(tmp_path, text, args, message):
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    save(make_figure1(n=40, d=10), tmp_path / "f.npz")
+    path.write_text(text.replace("TMP", str(tmp_path)))
     result = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "out"), *args])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
@@ -116,3 +124,25 @@ def test_report_errors_are_one_line_with_exit_code_2(swept, tmp_path, args, mess
     out, _ = swept
     result = runner.invoke(app, [a.format(tmp=tmp_path, out=out) for a in args])
     assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output
+
+
+def test_a_data_file_sweeps_as_the_registered_data_set_it_holds(tmp_path):
+    args = {"n": 200, "d": 300, "sigma": 0.5}
+    save(make_figure1(**args), tmp_path / "figure1.npz")
+    entry = {"family": "synthetic", "train": {"steps": 60, "checkpoint_freq": 20}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "file", "datasets": [{"name": "figure1", "args": args, **entry},
+                                     {"name": str(tmp_path / "figure1.npz"), "label": "file", **entry}],
+        "methods": ["erm", "mat"], "phase1": {"runs": 2},
+        "search": {"combinations": 2, "seeds": [0, 1], "criteria": ["va_wga", "va_gi_wga"]}}))
+    result = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = {(r["dataset"], r["method"], r["criterion"]): r for r in summary["results"]}
+    for method in ("erm", "mat"):
+        for criterion in ("va_wga", "va_gi_wga"):
+            registered, from_file = rows[("figure1", method, criterion)], rows[("file", method, criterion)]
+            assert registered["combination"] == from_file["combination"]
+            assert [r["test_wga"] for r in registered["runs"]] == [r["test_wga"] for r in from_file["runs"]]
+    assert rows[("file", "mat", "va_gi_wga")]["runs"][0]["test_wga"] > 0.8  # a real result, not an empty one

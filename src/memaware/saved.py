@@ -80,11 +80,12 @@ def save_model(path, predictor: nn.Module, config: TrainConfig, data: Dataset, m
 
 def network_spec(data, weights=None) -> dict:
     """What rebuilds the network of `data` (a StreamData), as plain values: backbone name, weights file,
-    image size or maximum text length, layout and modality (paths made absolute)."""
+    image size and side of the cached images or maximum text length, layout and modality (paths made absolute)."""
     net = data.network
     name = f"hf:{Path(net.name[3:]).absolute()}" if net.name.startswith("hf:") else net.name
     return {"backbone": name, "weights": None if weights is None else str(Path(weights).absolute()),
-            "image_size": net.image_size or None, "max_length": net.max_length or None,
+            "image_size": net.image_size or None, "cache_side": net.cache_side or None,
+            "max_length": net.max_length or None,
             "layout": data.info.get("layout"), "modality": data.modality}
 
 
@@ -103,7 +104,8 @@ def rebuild_network(meta: dict):
     from .train.backbones import network
 
     spec = meta["network"]
-    recipe = network(spec["backbone"], spec["weights"], spec["image_size"] or 224, spec["max_length"] or 128)
+    recipe = network(spec["backbone"], spec["weights"], spec["image_size"] or 224, spec["max_length"] or 128,
+                     spec.get("cache_side") or 0)
     return recipe.classifier(meta["n_classes"], TrainConfig(), torch.Generator()), recipe
 
 

@@ -205,6 +205,6 @@ def _sweep_run_data(spec: dict, config: TrainConfig):
         return data, model, torch.as_tensor(data.x[data.mask("train")]), None
     from ..sweep.runner import streamed
 
-    streamed_data = streamed(spec["dataset"], spec["dataset_args"], spec["network"])
+    streamed_data, _ = streamed(spec["dataset"], spec["dataset_args"], spec["network"])
     items = None if streamed_data.files is None else np.asarray(streamed_data.files)
     return streamed_data, streamed_data.build_model(config, torch.Generator()), streamed_data.get("train").x, items

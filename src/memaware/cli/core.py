@@ -101,8 +101,9 @@ def train_config(**fields):
 
 
 def one_cpu_thread() -> None:
-    """Small models train on one CPU thread unless OMP_NUM_THREADS says otherwise: as fast on an idle
-    machine, and many times faster on a busy one, where PyTorch's threads wait for each other."""
+    """Models train on one CPU thread unless OMP_NUM_THREADS says otherwise: small ones as fast on an idle
+    machine, small networks at most 1.6 times slower on an idle 2-core one, and all many times faster on
+    a busy one, where PyTorch's threads wait for each other."""
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:
@@ -259,7 +260,8 @@ def run(
                                            "timm:NAME, hf:FOLDER (see docs/finetune.md)"),
     weights: Optional[Path] = typer.Option(None, help="--backbone's weights file (torchvision:, timm:)"),
     layout: Optional[str] = typer.Option(None, help="--backbone: the folder's layout (default: detected)"),
-    image_size: int = typer.Option(224, min=8, help="--backbone: training resolution of images"),
+    image_size: Optional[int] = typer.Option(None, min=8, help="--backbone: training resolution of images "
+                                             "(default: the folder's native size, at most 224)"),
     max_length: int = typer.Option(128, min=2, help="--backbone: tokens kept of each text"),
     workers: Optional[int] = typer.Option(None, min=0, help="--backbone: processes that decode images "
                                           "(default: up to 8)"),
@@ -305,7 +307,9 @@ def run(
     else:
         check_network_options(standardize, feature_list or ignore_list)
         dataset = saving.first_on_main(lambda: open_stream(data, layout, backbone, weights, image_size, max_length,
-                                                            workers))
+                                                            workers, saving.main))
+        if config.device == "cpu":  # a network on a CPU too: docs/speed.md, "Small networks on a CPU"
+            one_cpu_thread()
     stats = dataset.standardization() if standardize else None
     if standardize:
         dataset = dataset.standardized()
@@ -332,7 +336,8 @@ def run(
         return saving.close()  # rank 0 of several processes writes the outputs
     source = {"data": str(data), "features": feature_list, "ignore": ignore_list, "standardize": standardize,
               **({} if backbone is None else {"backbone": backbone, "weights": weights and str(weights),
-                                               "layout": dataset.info["layout"]})}
+                                               "layout": dataset.info["layout"],
+                                               "image_size": dataset.network.image_size or None})}
     results = run_results(dataset, runs, criterion, phase1, source, seed_list)
     results["seconds"] = round(elapsed, 1)
     with output_dir(out) as tmp:
@@ -349,17 +354,20 @@ def check_network_options(standardize: bool, columns) -> None:
         raise MemawareError("--standardize, --features and --ignore apply to feature files, not to --backbone")
 
 
-def open_stream(data: str, layout: str | None, backbone: str, weights: Path | None, image_size: int,
-                max_length: int, workers: int | None):
+def open_stream(data: str, layout: str | None, backbone: str, weights: Path | None, image_size: int | None,
+                max_length: int, workers: int | None, main: bool = True):
     """The folder `data` (in `layout`, else the one detected) streamed for the network `backbone`; images
-    are decoded once into $MEMAWARE_CACHE."""
+    are decoded once into $MEMAWARE_CACHE, at `image_size` or by default their native size (which the main
+    process says)."""
     from ..data.layouts import detect_layout, read_layout
     from ..data.stream import stream
     from ..featurize import default_cache_dir
-    from ..train.backbones import network
+    from ..train.backbones import folder_network
 
     raw = read_layout(layout or detect_layout(data), data)
-    net = network(backbone, weights, image_size, max_length)
+    net, size_note = folder_network(raw, backbone, weights, image_size, max_length)
+    if size_note and main:
+        stdout.print(f"{data}: {size_note}", highlight=False, soft_wrap=True)
     with progress_bar() as progress:
         update = stage_updater(progress)
         return stream(raw, net, workers=workers, cache_dir=default_cache_dir(),

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from ..errors import MemawareError
 from .dataset import Dataset
+from .io import SUFFIXES, load
 
 
 @dataclass
@@ -48,8 +50,13 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def is_data_file(name: str) -> bool:
+    """Whether `name` is the path of a data file (.npz, .csv, .parquet, .pt) rather than a data set's name."""
+    return Path(name).suffix in SUFFIXES
+
+
 def load_dataset(name: str, options: dict | None = None, *, standardize: bool = False, **required) -> Dataset:
-    """Load the registered data set `name`.
+    """Load the registered data set `name`, or the data file at the path `name` (options: features, ignore).
 
     `options` go to its loader where the loader takes them (e.g. cache_dir, device); `required` options
     must be taken (a MemawareError otherwise). An unavailable data set raises a MemawareError with the reason.
@@ -57,20 +64,25 @@ def load_dataset(name: str, options: dict | None = None, *, standardize: bool = 
     """
     import inspect
 
-    spec = get_dataset(name)
-    if spec.kind == "layout":
-        raise MemawareError(f"'{name}' is a layout: featurize its folder first (memaware featurize), "
-                            "then `memaware run` the features file")
-    reason = spec.available()
-    if reason:
-        raise MemawareError(f"'{name}' is not available here: {reason}")
-    accepted = inspect.signature(spec.load).parameters
+    if is_data_file(name):
+        def loader(features: list[str] | None = None, ignore: list[str] | None = None) -> Dataset:
+            return load(name, features, ignore=ignore)
+    else:
+        spec = get_dataset(name)
+        if spec.kind == "layout":
+            raise MemawareError(f"'{name}' is a layout: featurize its folder first (memaware featurize), "
+                                "then `memaware run` the features file")
+        reason = spec.available()
+        if reason:
+            raise MemawareError(f"'{name}' is not available here: {reason}")
+        loader = spec.load
+    accepted = inspect.signature(loader).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     for key in required:
         if key not in accepted and not takes_any:
             raise MemawareError(f"data set '{name}' does not take the option '{key}'")
     chosen = {k: v for k, v in (options or {}).items() if k in accepted}
-    data = spec.load(**chosen, **required)
+    data = loader(**chosen, **required)
     return data.standardized() if standardize else data
 
 

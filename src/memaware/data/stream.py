@@ -1,9 +1,10 @@
 """Streaming inputs for whole networks: a RawData (image paths or texts) prepared for one backbone.
 
-Images are decoded once, resized (shorter side) and centre-cropped to a square `cache_size`, and kept as
-uint8 (n, H, W, 3), in memory or in a .npy file that later runs map. Texts are tokenized once to at most
-`max_length` tokens. Every split's inputs are then fetched by example position, the same positions that
-index a method's per-example state (MAT's shift, XRM's labels, JTT's error set):
+Images are decoded once, resized (shorter side) and centre-cropped to a square (the network's `cache_side`,
+by default `cache_size(image_size)`), and kept as uint8 (n, H, W, 3), in memory or in a .npy file that later
+runs map; `image_sizes` chooses a folder's training size, asked for or its images' native size. Texts are
+tokenized once to at most `max_length` tokens. Every split's inputs are then fetched by example position,
+the same positions that index a method's per-example state (MAT's shift, XRM's labels, JTT's error set):
 - `split_inputs.dataset()` is a torch Dataset whose item i is (input, i), for DataLoaders with workers;
 - `split_inputs[idx]` is the evaluation form of a batch (images centre-cropped to the training size), and
   `split_inputs.subset(idx)` those examples as inputs of their own (evaluated chunk by chunk);
@@ -33,12 +34,45 @@ CROP_FRACTION = 0.875  # evaluation: the centre 224 px of a 256 px image
 CROP_SCALE = (0.7, 1.0)  # training: area fraction of the random crop
 CROP_RATIO = (3 / 4, 4 / 3)
 GPU_CACHE_FRACTION = 0.5  # cached images move to a GPU whose free memory is at least twice their size
+DEFAULT_IMAGE_SIZE = 224  # the largest training size a folder's images get when none is asked for
+CPU_EVAL_PIXELS = 64 * 32 * 32  # pixels of an evaluation chunk on a CPU (see eval_chunk)
 Progress = Callable[[int, int], None]
 
 
 def cache_size(image_size: int) -> int:
     """Side of the cached square images from which `image_size` crops are taken (256 for 224)."""
     return int(round(image_size / CROP_FRACTION))
+
+
+def native_size(paths: list[str]) -> int:
+    """The shorter side of the smallest of the images `paths`, read from the files' headers."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not paths:
+        raise DataError("no images to read")
+    smallest = None
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                side = min(im.size)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise DataError(f"{path}: cannot read as an image ({type(err).__name__})") from None
+        smallest = side if smallest is None else min(smallest, side)
+    return smallest
+
+
+def image_sizes(paths: list[str], image_size: int | None = None) -> tuple[int, int, str]:
+    """(training size, side of the cached squares, why that size) for the images `paths`. Asked for
+    (`image_size`): that size, cached at cache_size(image_size). By default the images' native size
+    (`native_size`) up to DEFAULT_IMAGE_SIZE, cached at cache_size of it or the native size if smaller: no
+    image is upscaled."""
+    if image_size is not None:
+        return image_size, cache_size(image_size), "asked for"
+    native = native_size(paths)
+    size = min(native, DEFAULT_IMAGE_SIZE)
+    why = (f"the images' native size: the smallest is {native} px on its shorter side" if native == size else
+           f"at most {DEFAULT_IMAGE_SIZE} px by default; the images are at least {native} px on their shorter side")
+    return size, min(cache_size(size), native), why
 
 
 def decode_image(path: str, size: int) -> np.ndarray:
@@ -174,16 +208,25 @@ class ExampleDataset(torch.utils.data.Dataset):
         return self.inputs.raw([i])[0], i
 
 
-class ImageInputs(SplitInputs):
-    """uint8 images (n, 3, S, S) channels-last: evaluation takes the centre `image_size` crop; training a
-    random resized crop with a random horizontal flip, computed on the batch's device. Evaluation chunks
-    hold as many pixels as 256 images of 224 px (up to 4096 smaller images), so that small images do not
-    spend an evaluation on launching kernels."""
+def eval_chunk(image_size: int, device) -> int:
+    """Images a chunk of evaluation on `device` takes. On a GPU as many pixels as 256 images of 224 px (up
+    to 4096 smaller images), so that small images do not spend an evaluation on launching kernels; on a
+    CPU about CPU_EVAL_PIXELS, whose activations stay in its caches (docs/speed.md: 32 px images evaluate
+    2-3 times faster in chunks of 64 than of 4096)."""
+    if torch.device(device).type == "cpu":
+        return max(1, CPU_EVAL_PIXELS // image_size ** 2)
+    return min(4096, max(SplitInputs.eval_batch, SplitInputs.eval_batch * 224 ** 2 // image_size ** 2))
 
-    def __init__(self, store: torch.Tensor, rows: np.ndarray, image_size: int):
+
+class ImageInputs(SplitInputs):
+    """uint8 images (n, 3, S, S) channels-last: evaluation takes the centre `image_size` crop, in chunks of
+    `eval_chunk` images for the evaluating `device`; training a random resized crop with a random horizontal
+    flip, computed on the batch's device."""
+
+    def __init__(self, store: torch.Tensor, rows: np.ndarray, image_size: int, device="cpu"):
         super().__init__(store, rows)
         self.image_size = image_size
-        self.eval_batch = min(4096, max(SplitInputs.eval_batch, SplitInputs.eval_batch * 224 ** 2 // image_size ** 2))
+        self.eval_batch = eval_chunk(image_size, device)
 
     def raw(self, key) -> torch.Tensor:
         return super().raw(key).permute(0, 3, 1, 2)
@@ -285,7 +328,7 @@ class StreamData:
     def inputs(self, name: str, device="cpu") -> SplitInputs:
         rows = np.flatnonzero(self.labels.mask(name))
         if self.modality == "image":
-            return ImageInputs(self.store_for(device), rows, self.network.image_size)
+            return ImageInputs(self.store_for(device), rows, self.network.image_size, device)
         return TextInputs(self.store, rows)
 
     def get(self, name: str, device="cpu") -> Split:
@@ -320,7 +363,8 @@ def stream(raw: RawData, network, *, workers: int | None = None, cache_dir: Path
     labels = raw.with_features(np.zeros((len(raw), 1), np.float32))
     if raw.modality == "image":
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
-        pixels = decode_all(list(raw.items), cache_size(network.image_size), workers, cache_dir, callback)
+        side = network.cache_side or cache_size(network.image_size)
+        pixels = decode_all(list(raw.items), side, workers, cache_dir, callback)
         store = _as_tensor(pixels)
         root = raw.info.get("root")
         files = [os.path.relpath(p, root) if root else p for p in raw.items]

@@ -21,6 +21,7 @@ Criterion = Literal["va_wga", "va_gi_wga", "va_wca", "va_avg"]
 
 ENGINES = ("batched", "single")
 BATCHED_FAMILIES = ("linear", "mlp", "synthetic")  # the families that train with the batched engine by default
+FILE_OPTIONS = ("features", "ignore", "standardize")  # the args of a data set given as a data file
 
 
 def _check_train_fields(fields: dict) -> dict:
@@ -62,7 +63,8 @@ class Backbone(Strict):
 
     name: str = Field(description="cnn, efficientnet_lite0, minilm, torchvision:ARCH, timm:NAME, hf:FOLDER")
     weights: str | None = Field(None, description="weights file of torchvision: and timm: backbones")
-    image_size: int = Field(224, ge=8, description="training resolution of images")
+    image_size: int | None = Field(None, ge=8, description="training resolution of images (default: the "
+                                   "folder's native size, at most 224)")
     max_length: int = Field(128, ge=2, description="tokens kept of each text")
     phase1_finetune: bool = Field(False, description="phase 1 (XRM's twins, cross-fitting's folds) trains networks "
                                   "end to end even for a pretrained backbone")
@@ -103,10 +105,11 @@ class Backbone(Strict):
 
 
 class DatasetEntry(Strict):
-    """One data set of the sweep: a registered name, its loader arguments and its model family; or a layout
-    folder (name: the layout, args: {root: FOLDER}) with the backbone trained end to end on it."""
+    """One data set of the sweep: a registered name or a data file's path (.npz, .csv, .parquet, .pt; args:
+    features, ignore, standardize), its loader arguments and its model family; or a layout folder (name: the
+    layout, args: {root: FOLDER}) with the backbone trained end to end on it."""
 
-    name: str
+    name: str = Field(description="a registered data set, a data file (.npz, .csv, .parquet, .pt) or a layout")
     label: str | None = Field(None, description="name in tables (default: name); needed to list a data set twice")
     args: dict[str, Any] = {}
     family: str | None = Field(None, description="linear, text, mlp, synthetic; resnet, cnn or bert with a "
@@ -121,14 +124,28 @@ class DatasetEntry(Strict):
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name):
-        from ..data.registry import DATASETS
+        from ..data.registry import DATASETS, is_data_file
 
+        if is_data_file(name):
+            if not Path(name).is_file():
+                raise ValueError(f"no such data file '{name}'")
+            return name
         return _known(name, DATASETS, "data set")
 
     @field_validator("family")
     @classmethod
     def _known_family(cls, family):
         return family if family is None else _known(family, FAMILIES, "model family")
+
+    @model_validator(mode="after")
+    def _file_options(self):
+        """A data file takes FILE_OPTIONS only."""
+        from ..data.registry import is_data_file
+
+        unknown = sorted(set(self.args) - set(FILE_OPTIONS)) if is_data_file(self.name) else []
+        if unknown:
+            raise ValueError(f"a data file takes the options {', '.join(FILE_OPTIONS)}, not '{unknown[0]}'")
+        return self
 
     @model_validator(mode="after")
     def _network_or_features(self):

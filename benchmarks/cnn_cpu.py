@@ -156,13 +156,14 @@ def mat_shift(heldout: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.T
 
 
 def plain_fit(data: dict, groups: dict, args, n_classes: int, shift: torch.Tensor | None = None) -> dict:
-    """ERM (or MAT with `shift`), evaluated every 50 steps; the record of the best validation WGA."""
+    """ERM (or MAT with `shift`), evaluated every 50 steps; the record of the best validation WGA, with a copy
+    of the model's weights at that step (as memaware keeps its best checkpoint)."""
     gen = torch.Generator().manual_seed(0)
     x, y = data["train"]
     model = plain_cnn(n_classes, args)
     opt = sgd(model.parameters(), args)
     draw = batches(len(y), args.batch_size, gen)
-    best, best_state = None, None
+    best = None
     for step in range(args.steps):
         idx = next(draw)
         logits = model(crop_and_flip(x[idx], gen, args))
@@ -173,7 +174,7 @@ def plain_fit(data: dict, groups: dict, args, n_classes: int, shift: torch.Tenso
         if step % args.checkpoint_freq == 0 or step == args.steps - 1:
             record = {s: group_accuracies(logits_of(model, data[s][0]), data[s][1], groups[s]) for s in SPLITS}
             if best is None or (record["val"]["wga"], record["val"]["avg"]) > (best["val"]["wga"], best["val"]["avg"]):
-                best, best_state = {"step": step, **record}, copy.deepcopy(model.state_dict())
+                best = {"step": step, **record, "state": copy.deepcopy(model.state_dict())}
     return best
 
 

@@ -26,7 +26,7 @@ def dataset_rows() -> list[dict]:
         reason = spec.available()
         rows.append({"name": spec.name, "kind": spec.kind, "description": spec.description, "needs": spec.needs,
                      "provenance": spec.provenance, "licence": spec.licence, "available": reason is None,
-                     "reason": reason})
+                     "reason": reason, "build": spec.layout if spec.build else None})
     return rows
 
 

@@ -68,6 +68,35 @@ def test_user_heldout_logits_file(data_file, tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["phase1"]["source"] == "user"
 
 
+def test_a_runs_own_heldout_npz_is_reused_and_recorded_even_for_erm(data_file, tmp_path):
+    """The heldout.npz that a run writes (phase 1's logits and inferred groups) feeds another run's --heldout:
+    MAT ends as in the run that trained phase 1; an ERM-only run records it (for memaware analyze)."""
+    first = invoke("run", "--data", data_file, "--methods", "erm,mat", "--out", tmp_path / "a", *FAST)
+    assert first.exit_code == 0, first.output
+    again = invoke("run", "--data", data_file, "--methods", "mat", "--heldout", tmp_path / "a" / "heldout.npz",
+                   "--out", tmp_path / "b", *FAST)
+    assert again.exit_code == 0, again.output
+    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("a", "b")]
+    assert results[1]["methods"]["mat"]["per_seed"] == results[0]["methods"]["mat"]["per_seed"]
+    assert results[1]["phase1"]["source"] == "xrm"
+    erm = invoke("run", "--data", data_file, "--methods", "erm", "--heldout", tmp_path / "a" / "heldout.npz",
+                 "--out", tmp_path / "c", *FAST)
+    assert erm.exit_code == 0, erm.output
+    saved = np.load(tmp_path / "c" / "heldout.npz")
+    assert np.array_equal(saved["logits"], np.load(tmp_path / "a" / "heldout.npz")["logits"])
+
+
+def test_a_saved_phase_1_of_other_data_is_one_line(tmp_path):
+    small, large = (save(make_figure1(n=n, d=30, seed=0), tmp_path / f"{n}.npz") for n in (120, 160))
+    assert invoke("run", "--data", small, "--methods", "erm,mat", "--out", tmp_path / "a", *FAST).exit_code == 0
+    result = invoke("run", "--data", large, "--methods", "mat", "--heldout", tmp_path / "a" / "heldout.npz",
+                    "--out", tmp_path / "b", *FAST)
+    assert result.exit_code == 2 and not (tmp_path / "b").exists()
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'a' / 'heldout.npz'}: a phase 1 of other data: its logits has shape (120, 2), "
+        "this data needs (160, 2)"], result.stderr
+
+
 def write_npz(path, **arrays):
     np.savez(path, **arrays)
     return path

@@ -187,10 +187,11 @@ def parse_params(pairs: list[str], methods: list[str]) -> dict[str, dict]:
 
 
 def load_heldout_file(path: Path, data):
-    """User-supplied held-out logits: .npz with 'train' (and optional 'val', 'test') arrays, or .npy."""
+    """Held-out logits from a file: .npz with 'train' (and optional 'val', 'test') arrays, or .npy; or the
+    heldout.npz of a memaware run or sweep (phase 1's logits and inferred groups), checked against `data`."""
     import numpy as np
 
-    from ..heldout import from_logits
+    from ..heldout import HeldOut, from_logits
 
     if not path.is_file():
         raise DataError(f"{path}: no such held-out logits file")
@@ -198,6 +199,8 @@ def load_heldout_file(path: Path, data):
         if path.suffix == ".npy":
             return from_logits(data, np.load(path, allow_pickle=False))
         with np.load(path, allow_pickle=False) as f:
+            if {"logits", "meta"} <= set(f.files):
+                return check_saved_phase1(HeldOut.load(path), data)
             if "train" not in f.files:
                 raise DataError(f"missing array 'train' (found: {', '.join(f.files)})")
             return from_logits(data, f["train"], *(f[s] if s in f.files else None for s in ("val", "test")))
@@ -205,6 +208,18 @@ def load_heldout_file(path: Path, data):
         raise DataError(f"{path}: {err}") from None
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: cannot read held-out logits ({type(err).__name__})") from None
+
+
+def check_saved_phase1(heldout, data):
+    """A saved phase 1 whose logits and inferred groups have the sizes of `data`'s splits and classes."""
+    shapes = {"logits": (int(data.mask("train").sum()), data.n_classes)}
+    shapes.update({f"inferred_{s}": (int(data.mask(s).sum()),) for s in heldout.inferred})
+    found = {"logits": tuple(heldout.logits.shape), **{f"inferred_{s}": tuple(v.shape)
+                                                       for s, v in heldout.inferred.items()}}
+    for name, shape in shapes.items():
+        if found[name] != shape:
+            raise DataError(f"a phase 1 of other data: its {name} has shape {found[name]}, this data needs {shape}")
+    return heldout
 
 
 def parse_names(value: str | None, option: str) -> list[str] | None:
@@ -240,7 +255,7 @@ def run(
     standardize: bool = typer.Option(False, help="scale each feature by its train-split mean and deviation "
                                      "(helps SGD on embeddings of unit norm)"),
     select: str = typer.Option("auto", help="criterion: auto, va_wga, va_gi_wga, va_wca, va_avg"),
-    heldout: str = typer.Option("xrm", help="phase 1: xrm, crossfit, or a .npz/.npy file of held-out logits"),
+    heldout: str = typer.Option("xrm", help="phase 1: xrm, crossfit, a .npz/.npy file of held-out logits, or the heldout.npz of a run or sweep"),
     folds: int = typer.Option(5, help="folds for --heldout crossfit"),
     steps: int = typer.Option(1001, help="training steps per method"),
     xrm_steps: Optional[int] = typer.Option(None, help="steps of phase 1 (default: --steps)"),
@@ -321,7 +336,7 @@ def run(
     needs_phase1 = select == "va_gi_wga" or (select == "auto" and not dataset.has_groups) or any(
         m.needs_heldout or m.group_source == "inferred" for m in method_objs.values())
     user_heldout = heldout not in ("xrm", "crossfit")
-    phase1 = load_heldout_file(Path(heldout), dataset) if user_heldout and needs_phase1 else None
+    phase1 = load_heldout_file(Path(heldout), dataset) if user_heldout else None  # recorded even if unused
     criterion = select if select != "auto" else default_criterion(dataset.has_groups, needs_phase1)
 
     start = time.perf_counter()

@@ -200,7 +200,7 @@ def load_heldout_file(path: Path, data):
             return from_logits(data, np.load(path, allow_pickle=False))
         with np.load(path, allow_pickle=False) as f:
             if {"logits", "meta"} <= set(f.files):
-                return check_saved_phase1(HeldOut.load(path), data)
+                return check_saved_phase1(HeldOut.from_arrays(f), data)
             if "train" not in f.files:
                 raise DataError(f"missing array 'train' (found: {', '.join(f.files)})")
             return from_logits(data, f["train"], *(f[s] if s in f.files else None for s in ("val", "test")))
@@ -212,13 +212,12 @@ def load_heldout_file(path: Path, data):
 
 def check_saved_phase1(heldout, data):
     """A saved phase 1 whose logits and inferred groups have the sizes of `data`'s splits and classes."""
-    shapes = {"logits": (int(data.mask("train").sum()), data.n_classes)}
-    shapes.update({f"inferred_{s}": (int(data.mask(s).sum()),) for s in heldout.inferred})
-    found = {"logits": tuple(heldout.logits.shape), **{f"inferred_{s}": tuple(v.shape)
-                                                       for s, v in heldout.inferred.items()}}
-    for name, shape in shapes.items():
-        if found[name] != shape:
-            raise DataError(f"a phase 1 of other data: its {name} has shape {found[name]}, this data needs {shape}")
+    arrays = {"logits": (heldout.logits, "train"), **{f"inferred_{s}": (v, s) for s, v in heldout.inferred.items()}}
+    for name, (array, split) in arrays.items():
+        needed = (int(data.mask(split).sum()),) + ((data.n_classes,) if name == "logits" else ())
+        if tuple(array.shape) != needed:
+            raise DataError(f"a phase 1 of other data: its {name} has shape {tuple(array.shape)}, this data needs "
+                            f"{needed}")
     return heldout
 
 

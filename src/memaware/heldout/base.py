@@ -45,13 +45,18 @@ class HeldOut:
 
     @classmethod
     def load(cls, path) -> "HeldOut":
+        with np.load(path, allow_pickle=False) as f:
+            return cls.from_arrays(f)
+
+    @classmethod
+    def from_arrays(cls, f) -> "HeldOut":
+        """From the arrays `save` writes (an open .npz)."""
         import json
 
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            inferred = {k[len("inferred_"):]: torch.as_tensor(f[k]) for k in f.files if k.startswith("inferred_")}
-            return cls(torch.as_tensor(f["logits"]), inferred, meta["source"], meta["flip_rate"],
-                       meta["degenerate"], meta["info"])
+        meta = json.loads(str(f["meta"]))
+        inferred = {k[len("inferred_"):]: torch.as_tensor(f[k]) for k in f.files if k.startswith("inferred_")}
+        return cls(torch.as_tensor(f["logits"]), inferred, meta["source"], meta["flip_rate"], meta["degenerate"],
+                   meta["info"])
 
 
 def from_logits(data: Dataset, train_logits, val_logits=None, test_logits=None, source: str = "user") -> HeldOut:
